@@ -1,0 +1,102 @@
+# imapgate — GNU make. `make` builds the daemon; `make test` installs what is
+# missing, builds and runs every test; `make demo` shows it working.
+
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+DESTDIR ?=
+FUZZ_SECONDS ?= 20
+
+WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc
+LIBS     = -lssl -lcrypto
+
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-san
+CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+else
+BUILD   ?= build
+endif
+
+SRCS       = $(wildcard src/*.c)
+LIB_SRCS   = $(filter-out src/main.c,$(SRCS))
+LIB_OBJS   = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+UNIT_SRCS  = $(wildcard tests/unit/test_*.c)
+UNIT_BINS  = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRCS  = $(wildcard tools/*.c)
+TOOL_BINS  = $(TOOL_SRCS:tools/%.c=$(BUILD)/%)
+FUZZ_SRCS  = $(wildcard fuzz/fuzz_*.c)
+
+.PHONY: all deps test unit e2e check demo fuzz bench install clean
+
+all: $(BUILD)/imapgate $(TOOL_BINS)
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+$(BUILD)/libimapgate.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/imapgate: $(BUILD)/obj/main.o $(BUILD)/libimapgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/%: tools/%.c $(BUILD)/libimapgate.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libimapgate.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a -lcmocka $(LIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+e2e: all
+	IMAPGATE_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The README's test command: everything, from a fresh machine.
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) e2e
+
+demo: deps
+	$(MAKE) all
+	$(PYTHON) tools/demo.py --build $(abspath $(BUILD))
+
+# libFuzzer targets, each run for FUZZ_SECONDS.
+fuzz: deps | build/fuzz
+	@set -e; for f in $(FUZZ_SRCS); do \
+	  n=$$(basename $$f .c); \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined \
+	    -o build/fuzz/$$n $$f $(LIB_SRCS) $(LIBS); \
+	  mkdir -p build/fuzz/$$n.corpus; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/$$n.corpus fuzz/corpus/$$n 2>&1 | tail -n 12; \
+	done
+
+build/fuzz:
+	mkdir -p $@
+
+bench: deps
+	$(MAKE) all
+	$(PYTHON) bench/run.py --build $(abspath $(BUILD))
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)$(PREFIX)/share/doc/imapgate
+	install -m 755 $(BUILD)/imapgate $(DESTDIR)$(PREFIX)/sbin/imapgate
+	for t in $(TOOL_BINS); do install -m 755 $$t $(DESTDIR)$(PREFIX)/bin/; done
+	install -m 644 doc/imapgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 doc/imapgate.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 imapgate.conf.example $(DESTDIR)$(PREFIX)/share/doc/imapgate/
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,55 @@
+/*
+ * backend — open a connection to the IMAP server and log in on it:
+ * connect (with timeout), greeting, capabilities, ID, preauth_command,
+ * LOGIN with the credentials as synchronising literals under our own tags.
+ */
+#ifndef IMAPGATE_BACKEND_H
+#define IMAPGATE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "loop.h"
+
+enum backend_result {
+	BACKEND_OK,          /* logged in; text = the tagged OK's text */
+	BACKEND_REFUSED,     /* the server said NO/BAD to LOGIN; text = "NO ..." */
+	BACKEND_ID_REFUSED,  /* the server refused the client's ID */
+	BACKEND_PREAUTH_REFUSED, /* preauth_command was not answered OK */
+	BACKEND_UNAVAILABLE, /* connect/greeting/timeout/protocol failure */
+};
+
+struct backend;
+typedef void backend_done_fn(struct backend *b, enum backend_result r, const char *text);
+
+struct backend {
+	struct conn conn;
+	struct loop_timer timer;
+	struct buf in, out;
+	int state;
+	unsigned ai_tried;
+	/* Borrowed from the owner until done() is called: */
+	const char *user, *pass; /* NULL user = probe only (CAPABILITY, LOGOUT) */
+	size_t user_len, pass_len;
+	const char *id_args;     /* "(...)" to send as ID, or NULL */
+	backend_done_fn *done;
+	void *data;
+	char reason[96];         /* snake_case reason when UNAVAILABLE */
+	char text[512];          /* the server's OK text, for the client */
+};
+
+/*
+ * Start connecting and logging in; done() is called exactly once from the
+ * loop (never from inside this call). On BACKEND_OK the caller takes over
+ * b->conn (its io callback must be replaced) and the bytes left in b->in;
+ * otherwise the connection is already closed.
+ */
+void backend_start(struct backend *b, backend_done_fn *done, void *data);
+/* Abort: close everything, done() is not called. Safe when idle. */
+void backend_abort(struct backend *b);
+/* Release buffers (after the owner took what it needs). */
+void backend_release(struct backend *b);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * config — the imapproxy.conf-compatible configuration of imapgate.
+ *
+ * One keyword per line, key and value separated by spaces or tabs, '#'
+ * starts a comment. The whole file is parsed; every error is reported as
+ * "FILE:LINE: KEY: message"; the result is all or nothing. No I/O other than
+ * reading the file; no logging (errors go through the report callback).
+ */
+#ifndef IMAPGATE_CONFIG_H
+#define IMAPGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/imapgate.conf"
+#define CONFIG_MAX_LISTEN 16
+
+/* Options after "listen ADDRESS:PORT". */
+#define LISTEN_OPT_TLS 0x1            /* implicit TLS (issue: TLS) */
+#define LISTEN_OPT_PROXY_PROTOCOL 0x2 /* PROXY v1/v2 header first (issue: guard) */
+
+struct config_listen {
+	char host[64]; /* numeric address or host name, without [] ; "" = any */
+	char port[16]; /* numeric port or service name */
+	unsigned opts; /* LISTEN_OPT_* */
+	unsigned line; /* config line it came from, 0 = from listen_address/listen_port */
+};
+
+enum config_tls_mode { TLS_MODE_AUTO = 0, TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
+
+struct config {
+	char *path; /* the file this came from */
+
+	/* --- imapproxy's 35 keywords, same meaning ----------------------- */
+	char *server_hostname; /* required */
+	char *server_port;     /* default "143" */
+	char *listen_address;  /* NULL = any (both families) */
+	char *listen_port;     /* NULL when only "listen" lines are used */
+	unsigned connect_retries; /* default 10 */
+	unsigned connect_delay;   /* seconds, default 5 */
+	unsigned cache_size;      /* default 3072 */
+	unsigned cache_expiration_time; /* seconds, default 300 */
+	char *proc_username;  /* NULL = do not change user */
+	char *proc_groupname; /* NULL = primary group of proc_username */
+	char *stat_filename;  /* NULL = no stat file */
+	char *protocol_log_filename; /* NULL = no trace file */
+	int syslog_facility;     /* LOG_MAIL etc. (numeric value from syslog.h) */
+	int syslog_prioritymask; /* highest priority logged, LOG_DEBUG = all */
+	bool send_tcp_keepalives;
+	bool enable_select_cache;
+	bool foreground_mode;
+	bool force_tls;
+	char *chroot_directory;
+	bool enable_admin_commands;
+	char *preauth_command; /* sent to the backend before LOGIN, NULL = none */
+	char *tls_ca_file;
+	char *tls_ca_path;
+	char *tls_cert_file;
+	char *tls_key_file;
+	char *tls_ciphers;
+	bool tls_verify_server;
+	bool tls_no_tlsv1;
+	bool tls_no_tlsv1_1;
+	bool tls_no_tlsv1_2;
+	char *auth_sasl_plain_username;
+	char *auth_sasl_plain_password;
+	char *auth_shared_secret;
+	int ipversion_only; /* 0 = both, 4 or 6 */
+	bool dns_rr;
+
+	/* --- imapgate's own keys ----------------------------------------- */
+	struct config_listen listen[CONFIG_MAX_LISTEN]; /* "listen" lines, plus
+	                        listen_address/listen_port folded in as entry 0 */
+	size_t n_listen;
+	unsigned shutdown_timeout;    /* seconds, default 10 */
+	unsigned max_line_length;     /* bytes, before login, default 8192 */
+	unsigned preauth_max_literal; /* bytes, before login, default 8192 */
+	unsigned max_bad_commands;    /* before login, default 3 */
+	unsigned auth_timeout;        /* seconds to log in, default 60 */
+	unsigned idle_timeout;        /* seconds after login, default 1860 */
+	unsigned backend_timeout;     /* seconds for connect+login, default 15 */
+	unsigned max_connections;     /* client connections, default 1000 */
+	unsigned max_connections_per_ip; /* default 50; 0 = no limit */
+	enum config_tls_mode server_tls; /* default auto */
+	char *tls_server_name;           /* NULL = server_hostname */
+	unsigned cache_max_age;          /* seconds, default 3600 */
+	unsigned cache_max_per_user;     /* default 0 = no limit */
+	struct cidr_list admin_allow;    /* default 127.0.0.0/8, ::1/128 */
+};
+
+/*
+ * Error sink: called once per error with a full message
+ * ("FILE:LINE: KEY: what is wrong"), NUL-terminated, no newline.
+ */
+typedef void config_report_fn(void *ctx, const char *msg);
+
+/*
+ * Parse the file at path. On success returns 0 and *out owns a new config
+ * (free with config_free). On any error returns -1, reports every error
+ * found and leaves *out untouched. Never logs, never exits.
+ */
+int config_load(const char *path, struct config **out, config_report_fn *report, void *ctx);
+
+/* Same as config_load over an in-memory text; name is used in messages. */
+int config_parse(const char *name, const char *text, size_t len, struct config **out,
+                 config_report_fn *report, void *ctx);
+
+/* Free a config and NULL the pointer; NULL is fine. */
+void config_free(struct config **cfg);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * conn — one interface over a connected socket, plain TCP or (later) TLS.
+ *
+ * Callers read and write through conn_* and never see the transport.
+ * Everything is non-blocking: a read or write that cannot proceed returns
+ * -1 with errno EAGAIN, and the caller waits for the loop.
+ */
+#ifndef IMAPGATE_CONN_H
+#define IMAPGATE_CONN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "loop.h"
+
+struct conn;
+
+struct conn_ops {
+	ssize_t (*read)(struct conn *c, void *p, size_t n);
+	ssize_t (*write)(struct conn *c, const void *p, size_t n);
+	void (*close)(struct conn *c);
+};
+
+struct conn {
+	struct loop_io io; /* io.fd is the socket; -1 when closed */
+	const struct conn_ops *ops;
+	void *impl;        /* transport state (SSL*), NULL for TCP */
+};
+
+/* Take over fd (non-blocking, connected or connecting) as plain TCP. */
+void conn_tcp_init(struct conn *c, int fd, loop_io_fn *fn, void *data);
+
+/* >0 bytes, 0 on EOF, -1 with errno (EAGAIN: try later). */
+static inline ssize_t conn_read(struct conn *c, void *p, size_t n) { return c->ops->read(c, p, n); }
+/* >0 bytes written, -1 with errno (EAGAIN: try later). */
+static inline ssize_t conn_write(struct conn *c, const void *p, size_t n) { return c->ops->write(c, p, n); }
+static inline int conn_is_open(const struct conn *c) { return c->io.fd != -1; }
+/* Remove from the loop and close; safe on a closed conn. */
+void conn_close(struct loop *l, struct conn *c);
+
+/* Socket options for either side: non-blocking, TCP_NODELAY, keepalive. */
+int conn_setup_socket(int fd, int keepalive);
+
+#endif

@@ -1,0 +1,20 @@
+/*
+ * listener — the listening sockets: bind (IPv4 and IPv6), accept, the fd
+ * reserve that keeps accept() from spinning when descriptors run out.
+ */
+#ifndef IMAPGATE_LISTENER_H
+#define IMAPGATE_LISTENER_H
+
+#include "config.h"
+
+/* Bind every listen entry of cfg. Returns 0, or -1 with every failure
+ * logged. Call before dropping privileges. */
+int listener_open_all(const struct config *cfg);
+/* Start (or stop) accepting. */
+void listener_enable(int on);
+/* Close every listening socket (shutdown). */
+void listener_close_all(void);
+/* True when cfg's listen entries differ from those bound. */
+int listener_changed(const struct config *cfg);
+
+#endif

@@ -1,0 +1,104 @@
+/*
+ * log — event lines to syslog or stderr.
+ *
+ * Callers build "key=value" lines; this module only routes them and keeps
+ * them on one line. It must never be handed a password, and it never
+ * blocks on anything but the write to stderr or the syslog socket.
+ */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool log_stderr = true;
+static int log_maxprio = LOG_DEBUG;
+
+void log_open(bool to_stderr, int facility, int max_priority)
+{
+	log_stderr = to_stderr;
+	log_maxprio = max_priority;
+	if (!to_stderr) {
+		openlog("imapgate", LOG_PID | LOG_NDELAY, facility);
+		setlogmask(LOG_UPTO(max_priority));
+	}
+}
+
+void log_reconfigure(int facility, int max_priority)
+{
+	log_maxprio = max_priority;
+	if (!log_stderr) {
+		closelog();
+		openlog("imapgate", LOG_PID | LOG_NDELAY, facility);
+		setlogmask(LOG_UPTO(max_priority));
+	}
+}
+
+static void log_vmsg(int prio, const char *fmt, va_list ap)
+{
+	char line[2048];
+
+	if (prio > log_maxprio)
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	/* One event, one line, whatever the caller formatted. */
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	if (log_stderr)
+		fprintf(stderr, "imapgate[%ld]: %s\n", (long)getpid(), line);
+	else
+		syslog(prio, "%s", line);
+}
+
+void log_msg(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(prio, fmt, ap);
+	va_end(ap);
+}
+
+void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_CRIT, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void log_sanitize(const char *in, size_t len, char *out, size_t outsz)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (outsz == 0)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		bool plain = c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+		size_t need = plain ? 1 : 4;
+
+		if (o + need + 4 > outsz) {
+			if (o + 4 <= outsz) {
+				memcpy(out + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		if (plain) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}

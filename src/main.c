@@ -1,0 +1,350 @@
+/*
+ * main — imapgate's start, signals, reload and shutdown.
+ *
+ * Order at start: parse the config (all or nothing), open the log, bind
+ * the listeners, write the pidfile, drop privileges, then run the loop.
+ * It must never keep running as root after the listeners are bound.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "version.h"
+
+static struct loop_io sig_io;
+static struct loop_timer shutdown_timer, probe_timer;
+static struct backend probe;
+static unsigned probe_tries;
+static bool probe_running, accepting;
+static const char *pidfile;
+
+static void report_stderr(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "%s\n", msg);
+}
+
+static void report_log(void *ctx, const char *msg)
+{
+	char clean[1024];
+
+	(*(unsigned *)ctx)++;
+	log_sanitize(msg, strlen(msg), clean, sizeof(clean));
+	log_err("event=config_error error=\"%s\"", clean);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: imapgate [-F] [-t] [-V] [-f CONFIG] [-p PIDFILE]\n"
+	                "  -f CONFIG   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+	                "  -F          stay in the foreground and log to stderr\n"
+	                "  -t          check the configuration and exit (0 = good)\n"
+	                "  -p PIDFILE  write the process id to PIDFILE\n"
+	                "  -V          print the version and exit\n");
+	exit(2);
+}
+
+/* --- backend probe: capabilities at start, retried as imapproxy does --- */
+
+static void probe_start(void);
+
+static void probe_retry(struct loop_timer *t)
+{
+	(void)t;
+	probe_start();
+}
+
+static void probe_done(struct backend *b, enum backend_result r, const char *text)
+{
+	(void)text;
+	probe_running = false;
+	if (r == BACKEND_OK) {
+		conn_close(srv.loop, &b->conn);
+		backend_release(b);
+		log_info("event=backend_ready host=%s port=%s", srv.cfg->server_hostname, srv.cfg->server_port);
+	} else if (++probe_tries < srv.cfg->connect_retries) {
+		log_warn("event=backend_unreachable host=%s port=%s reason=%s retry_in=%u", srv.cfg->server_hostname,
+		         srv.cfg->server_port, b->reason, srv.cfg->connect_delay);
+		probe_timer.fn = probe_retry;
+		loop_timer_start(srv.loop, &probe_timer, (uint64_t)srv.cfg->connect_delay * 1000);
+	} else {
+		log_warn("event=backend_unreachable host=%s port=%s reason=%s serving=yes", srv.cfg->server_hostname,
+		         srv.cfg->server_port, b->reason);
+	}
+	/* Accept once the first answer (or failure) is known, so that the
+	 * greeting carries the server's capabilities. */
+	if (!accepting && !srv.shutting_down) {
+		accepting = true;
+		listener_enable(1);
+	}
+}
+
+static void probe_start(void)
+{
+	if (probe_running || srv.shutting_down)
+		return;
+	memset(&probe, 0, sizeof(probe));
+	probe_running = true;
+	backend_start(&probe, probe_done, NULL);
+}
+
+/* --- signals ------------------------------------------------------------ */
+
+static void shutdown_deadline(struct loop_timer *t)
+{
+	static int stage;
+
+	if (stage++ == 0) {
+		log_info("event=shutdown_timeout sessions=%u", srv.n_sessions);
+		session_shutdown_force();
+		/* Give the BYEs and LOGOUTs a moment, then stop regardless. */
+		loop_timer_start(srv.loop, t, 3000);
+	} else {
+		loop_stop(srv.loop);
+	}
+}
+
+static void begin_shutdown(void)
+{
+	if (srv.shutting_down)
+		return;
+	srv.shutting_down = true;
+	log_info("event=shutdown sessions=%u timeout=%u", srv.n_sessions, srv.cfg->shutdown_timeout);
+	listener_close_all();
+	if (probe_running) {
+		backend_abort(&probe);
+		probe_running = false;
+	}
+	loop_timer_stop(srv.loop, &probe_timer);
+	session_shutdown_begin();
+	if (srv.n_sessions == 0) {
+		loop_stop(srv.loop);
+		return;
+	}
+	shutdown_timer.fn = shutdown_deadline;
+	loop_timer_start(srv.loop, &shutdown_timer, (uint64_t)srv.cfg->shutdown_timeout * 1000);
+}
+
+static void reload(void)
+{
+	struct config *ncfg = NULL;
+	struct addrinfo *ai;
+	unsigned errors = 0;
+
+	if (config_load(srv.cfg->path, &ncfg, report_log, &errors) == -1) {
+		log_err("event=reload status=failed errors=%u file=%s", errors, srv.cfg->path);
+		return;
+	}
+	if (listener_changed(ncfg))
+		log_warn("event=reload warning=\"listen addresses change only on restart\"");
+	ai = server_resolve_backend(ncfg);
+	config_free(&srv.cfg);
+	srv.cfg = ncfg;
+	if (srv.backend_ai)
+		freeaddrinfo(srv.backend_ai);
+	srv.backend_ai = ai;
+	log_reconfigure(srv.cfg->syslog_facility, srv.cfg->syslog_prioritymask);
+	log_info("event=reload status=ok file=%s", srv.cfg->path);
+}
+
+static void signal_io(struct loop_io *io, unsigned ev)
+{
+	struct signalfd_siginfo si;
+
+	(void)ev;
+	while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP)
+			reload();
+		else
+			begin_shutdown();
+	}
+}
+
+static void before_sleep(void *data)
+{
+	(void)data;
+	session_reap();
+}
+
+/* --- process set-up ----------------------------------------------------- */
+
+static void drop_privileges(const struct config *cfg)
+{
+	struct passwd *pw;
+	gid_t gid;
+
+	if (geteuid() != 0) {
+		if (cfg->proc_username || cfg->chroot_directory)
+			log_warn("event=privileges warning=\"not started as root: proc_username, proc_groupname "
+			         "and chroot_directory are ignored\"");
+		return;
+	}
+	if (cfg->proc_username == NULL)
+		fatal("event=privileges error=\"started as root: set proc_username to the user to run as\"");
+	pw = getpwnam(cfg->proc_username);
+	if (pw == NULL)
+		fatal("event=privileges error=\"unknown proc_username %s\"", cfg->proc_username);
+	if (pw->pw_uid == 0)
+		fatal("event=privileges error=\"proc_username must not be root\"");
+	gid = pw->pw_gid;
+	if (cfg->proc_groupname) {
+		struct group *gr = getgrnam(cfg->proc_groupname);
+
+		if (gr == NULL)
+			fatal("event=privileges error=\"unknown proc_groupname %s\"", cfg->proc_groupname);
+		gid = gr->gr_gid;
+	}
+	if (setgroups(1, &gid) == -1 || setgid(gid) == -1)
+		fatal("event=privileges error=\"setgid: %s\"", strerror(errno));
+	if (cfg->chroot_directory) {
+		if (chroot(cfg->chroot_directory) == -1 || chdir("/") == -1)
+			fatal("event=privileges error=\"chroot %s: %s\"", cfg->chroot_directory, strerror(errno));
+	}
+	if (setuid(pw->pw_uid) == -1)
+		fatal("event=privileges error=\"setuid: %s\"", strerror(errno));
+	if (setuid(0) != -1)
+		fatal("event=privileges error=\"could regain root after dropping it\"");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		log_warn("event=privileges warning=\"PR_SET_NO_NEW_PRIVS: %s\"", strerror(errno));
+	log_info("event=privileges user=%s uid=%u gid=%u chroot=%s", cfg->proc_username, (unsigned)pw->pw_uid,
+	         (unsigned)gid, cfg->chroot_directory ? cfg->chroot_directory : "-");
+}
+
+static void daemonize(void)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid == -1)
+		fatal("event=start error=\"fork: %s\"", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	setsid();
+	pid = fork();
+	if (pid == -1)
+		fatal("event=start error=\"fork: %s\"", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	if (chdir("/") == -1)
+		fatal("event=start error=\"chdir /: %s\"", strerror(errno));
+	fd = open("/dev/null", O_RDWR);
+	if (fd != -1) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+static void write_pidfile(void)
+{
+	FILE *f;
+
+	if (pidfile == NULL)
+		return;
+	f = fopen(pidfile, "w");
+	if (f == NULL)
+		fatal("event=start error=\"pidfile %s: %s\"", pidfile, strerror(errno));
+	fprintf(f, "%ld\n", (long)getpid());
+	fclose(f);
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	bool foreground = false, check = false;
+	sigset_t sigs;
+	int opt, sfd;
+
+	while ((opt = getopt(argc, argv, "f:Fp:tVh")) != -1) {
+		switch (opt) {
+		case 'f': path = optarg; break;
+		case 'F': foreground = true; break;
+		case 'p': pidfile = optarg; break;
+		case 't': check = true; break;
+		case 'V': printf("imapgate %s\n", IMAPGATE_VERSION); return 0;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (config_load(path, &srv.cfg, report_stderr, NULL) == -1) {
+		fprintf(stderr, "%s: configuration not loaded\n", path);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration OK\n", path);
+		config_free(&srv.cfg);
+		return 0;
+	}
+	log_open(foreground, srv.cfg->syslog_facility, srv.cfg->syslog_prioritymask);
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	srv.loop = loop_new();
+	if (srv.loop == NULL)
+		fatal("event=start error=\"epoll: %s\"", strerror(errno));
+	if (listener_open_all(srv.cfg) == -1)
+		fatal("event=start error=\"cannot listen on every configured address\"");
+	srv.backend_ai = server_resolve_backend(srv.cfg);
+	if (!foreground && !srv.cfg->foreground_mode)
+		daemonize();
+	write_pidfile();
+	drop_privileges(srv.cfg);
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd == -1)
+		fatal("event=start error=\"signalfd: %s\"", strerror(errno));
+	sig_io.fd = sfd;
+	sig_io.fn = signal_io;
+	loop_io_set(srv.loop, &sig_io, LOOP_READ);
+	loop_set_before_sleep(srv.loop, before_sleep, NULL);
+
+	log_info("event=start version=%s config=%s backend=%s:%s", IMAPGATE_VERSION, srv.cfg->path,
+	         srv.cfg->server_hostname, srv.cfg->server_port);
+	probe_start();
+	if (loop_run(srv.loop) == -1)
+		fatal("event=loop_failed error=\"%s\"", strerror(errno));
+	session_reap();
+	if (probe_running)
+		backend_abort(&probe);
+	log_info("event=stop");
+	if (pidfile)
+		(void)unlink(pidfile);
+	if (srv.backend_ai)
+		freeaddrinfo(srv.backend_ai);
+	config_free(&srv.cfg);
+	loop_free(&srv.loop);
+	return 0;
+}

@@ -1,0 +1,665 @@
+/*
+ * session — the life of one client connection: accept, limits, pre-login
+ * input, the hand-off to the backend login, the relay, and the close.
+ *
+ * Ownership: the session owns its client socket from session_accept on,
+ * and the server socket from the moment the backend reports a login. It is
+ * freed only in session_reap (before-sleep), never inside a callback. Its
+ * buffers are bounded; it reads from one side only when the other side's
+ * buffer has room. It must never hold a password after the login is
+ * decided, and never log one.
+ */
+#include "session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+
+#define COUT_CAP (64 * 1024)
+#define BOUT_CAP (32 * 1024)
+#define FLUSH_TIMEOUT_MS 5000
+#define SHUTDOWN_GRACE_MS 2000
+
+/* --- connections per client address ---------------------------------- */
+
+struct ipcount {
+	struct ipcount *next;
+	uint8_t key[17];
+	unsigned n;
+};
+
+#define IPCOUNT_BUCKETS 4096
+static struct ipcount *ipcount_tab[IPCOUNT_BUCKETS];
+
+static void ipcount_key(const struct sockaddr *sa, uint8_t key[17])
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	memset(key, 0, 17);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+
+		if (memcmp(a, mapped, 12) == 0) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a, 16);
+		}
+	}
+}
+
+static struct ipcount **ipcount_find(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	struct ipcount **pp;
+
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	pp = &ipcount_tab[h % IPCOUNT_BUCKETS];
+	while (*pp && memcmp((*pp)->key, key, 17) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Count one more connection; returns the new count, 0 on ENOMEM. */
+static unsigned ipcount_inc(const struct sockaddr *sa)
+{
+	uint8_t key[17];
+	struct ipcount **pp;
+
+	ipcount_key(sa, key);
+	pp = ipcount_find(key);
+	if (*pp == NULL) {
+		*pp = calloc(1, sizeof(**pp));
+		if (*pp == NULL)
+			return 0;
+		memcpy((*pp)->key, key, 17);
+	}
+	return ++(*pp)->n;
+}
+
+static void ipcount_dec(const struct sockaddr *sa)
+{
+	uint8_t key[17];
+	struct ipcount **pp, *e;
+
+	ipcount_key(sa, key);
+	pp = ipcount_find(key);
+	e = *pp;
+	if (e == NULL)
+		return;
+	if (--e->n == 0) {
+		*pp = e->next;
+		free(e);
+	}
+}
+
+/* --- output ------------------------------------------------------------ */
+
+static void session_update(struct session *s);
+static void session_close(struct session *s, const char *reason);
+static void client_io(struct loop_io *io, unsigned ev);
+static void server_io(struct loop_io *io, unsigned ev);
+
+void session_reply(struct session *s, const char *fmt, ...)
+{
+	char line[4096];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	/* Pre-login replies are small and reading stops while cout is full, so
+	 * this only fails for a client that never reads: drop it. */
+	if (buf_append(&s->cout, line, (size_t)n) == -1)
+		session_close(s, "client_not_reading");
+}
+
+void session_bye(struct session *s, const char *text, const char *reason)
+{
+	session_reply(s, "* BYE %s", text);
+	s->flush_then_close = true;
+	s->close_reason = reason;
+	loop_timer_start(srv.loop, &s->timer, FLUSH_TIMEOUT_MS);
+}
+
+/* Write what we can of b to c. Returns 0, or -1 on a write error. */
+static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
+{
+	while (buf_len(b) > 0) {
+		ssize_t w = conn_write(c, buf_ptr(b), buf_len(b));
+
+		if (w == -1)
+			return errno == EAGAIN ? 0 : -1;
+		buf_consume(b, (size_t)w);
+		if (count)
+			*count += (uint64_t)w;
+	}
+	buf_release(b);
+	return 0;
+}
+
+void session_forget_credentials(struct session *s)
+{
+	if (s->pass) {
+		explicit_bzero(s->pass, s->pass_len);
+		free(s->pass);
+		s->pass = NULL;
+		s->pass_len = 0;
+	}
+}
+
+/* --- lifecycle --------------------------------------------------------- */
+
+static void session_timeout(struct loop_timer *t)
+{
+	struct session *s = t->data;
+	uint64_t idle_ms;
+
+	if (s->flush_then_close) {
+		session_close(s, s->close_reason ? s->close_reason : "flush_timeout");
+		return;
+	}
+	switch (s->state) {
+	case SS_PREAUTH:
+	case SS_SASL:
+		log_info("event=auth_timeout session=%llu client=%s:%u", (unsigned long long)s->id,
+		         s->peer_ip, s->peer_port);
+		session_bye(s, "Autologout; idle for too long", "auth_timeout");
+		session_update(s);
+		break;
+	case SS_RELAY:
+		idle_ms = (uint64_t)srv.cfg->idle_timeout * 1000;
+		if (loop_now(srv.loop) - s->started_ms < idle_ms) {
+			/* started_ms doubles as "last activity" once relaying. */
+			loop_timer_start(srv.loop, &s->timer, idle_ms - (loop_now(srv.loop) - s->started_ms));
+			break;
+		}
+		session_bye(s, "Autologout; idle for too long", "idle_timeout");
+		session_update(s);
+		break;
+	default:
+		break;
+	}
+}
+
+void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct session *s;
+	unsigned per_ip;
+	struct imap_parser_limits lim;
+	char ip[ADDR_STRLEN];
+
+	addr_format_ip(sa, ip, sizeof(ip));
+	if (srv.n_sessions >= srv.cfg->max_connections) {
+		static const char bye[] = "* BYE Too many connections\r\n";
+
+		log_warn("event=refused client=%s:%u reason=max_connections", ip, addr_port(sa));
+		(void)!write(fd, bye, sizeof(bye) - 1);
+		close(fd);
+		return;
+	}
+	per_ip = ipcount_inc(sa);
+	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip)) {
+		static const char bye[] = "* BYE Too many connections from your address\r\n";
+
+		log_warn("event=refused client=%s:%u reason=max_connections_per_ip", ip, addr_port(sa));
+		(void)!write(fd, bye, sizeof(bye) - 1);
+		close(fd);
+		if (per_ip)
+			ipcount_dec(sa);
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	lim.max_line = srv.cfg->max_line_length;
+	lim.max_literal = srv.cfg->preauth_max_literal;
+	lim.max_total = (size_t)srv.cfg->max_line_length * 2 + 2 * (size_t)srv.cfg->preauth_max_literal;
+	if (s)
+		s->parser = imap_parser_new(&lim);
+	if (s == NULL || s->parser == NULL) {
+		log_err("event=refused client=%s:%u reason=out_of_memory", ip, addr_port(sa));
+		free(s);
+		close(fd);
+		ipcount_dec(sa);
+		return;
+	}
+	s->id = ++srv.next_id;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	memcpy(s->peer_ip, ip, sizeof(ip));
+	s->peer_port = addr_port(sa);
+	s->started_ms = loop_now(srv.loop);
+	conn_tcp_init(&s->client, fd, client_io, s);
+	s->be.conn.io.fd = -1;
+	buf_init(&s->cin, lim.max_line + 16);
+	buf_init(&s->cout, COUT_CAP);
+	buf_init(&s->bout, BOUT_CAP);
+	s->timer.fn = session_timeout;
+	s->timer.data = s;
+	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->auth_timeout * 1000);
+	s->next = srv.sessions;
+	if (srv.sessions)
+		srv.sessions->prev = s;
+	srv.sessions = s;
+	srv.n_sessions++;
+	log_info("event=connect session=%llu client=%s:%u", (unsigned long long)s->id, ip, s->peer_port);
+	if (srv.shutting_down) {
+		session_bye(s, "Server shutting down", "shutdown");
+	} else {
+		preauth_greeting(s);
+	}
+	session_update(s);
+}
+
+static void session_close(struct session *s, const char *reason)
+{
+	char user[128] = "";
+
+	if (s->state == SS_CLOSED)
+		return;
+	if (s->user)
+		log_sanitize(s->user, s->user_len, user, sizeof(user));
+	log_info("event=disconnect session=%llu client=%s:%u user=%s reason=%s duration_ms=%llu "
+	         "bytes_in=%llu bytes_out=%llu",
+	         (unsigned long long)s->id, s->peer_ip, s->peer_port, user[0] ? user : "-", reason,
+	         (unsigned long long)(loop_now(srv.loop) - s->started_ms),
+	         (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
+	if (s->state == SS_LOGIN)
+		backend_abort(&s->be);
+	else
+		conn_close(srv.loop, &s->be.conn);
+	conn_close(srv.loop, &s->client);
+	loop_timer_stop(srv.loop, &s->timer);
+	ipcount_dec((struct sockaddr *)&s->peer);
+	session_forget_credentials(s);
+	s->state = SS_CLOSED;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv.sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = NULL;
+	s->next = srv.closing;
+	srv.closing = s;
+	srv.n_sessions--;
+	if (srv.shutting_down && srv.n_sessions == 0)
+		loop_stop(srv.loop);
+}
+
+void session_reap(void)
+{
+	while (srv.closing) {
+		struct session *s = srv.closing;
+
+		srv.closing = s->next;
+		imap_parser_free(&s->parser);
+		buf_free(&s->cin);
+		buf_free(&s->cout);
+		buf_free(&s->bout);
+		backend_release(&s->be);
+		if (s->user) {
+			explicit_bzero(s->user, s->user_len);
+			free(s->user);
+		}
+		free(s->id_args);
+		free(s);
+	}
+}
+
+/* Set both sockets' interest from the buffers and the state. */
+static void session_update(struct session *s)
+{
+	unsigned cw = 0, bw = 0;
+
+	if (s->state == SS_CLOSED)
+		return;
+	if (s->flush_then_close && buf_len(&s->cout) == 0) {
+		session_close(s, s->close_reason ? s->close_reason : "closed");
+		return;
+	}
+	if (buf_len(&s->cout) > 0)
+		cw |= LOOP_WRITE;
+	if (!s->flush_then_close && !s->client_eof) {
+		if ((s->state == SS_PREAUTH || s->state == SS_SASL) && buf_len(&s->cout) < COUT_CAP / 2 &&
+		    buf_space(&s->cin) > 0)
+			cw |= LOOP_READ;
+		else if (s->state == SS_RELAY && buf_space(&s->bout) > 0)
+			cw |= LOOP_READ;
+	}
+	if (s->state == SS_RELAY && conn_is_open(&s->be.conn)) {
+		if (buf_len(&s->bout) > 0)
+			bw |= LOOP_WRITE;
+		if (!s->flush_then_close && buf_space(&s->cout) > 0)
+			bw |= LOOP_READ;
+		if (loop_io_set(srv.loop, &s->be.conn.io, bw) == -1) {
+			session_close(s, "epoll_error");
+			return;
+		}
+	}
+	if (loop_io_set(srv.loop, &s->client.io, cw) == -1)
+		session_close(s, "epoll_error");
+}
+
+/* --- pre-login input --------------------------------------------------- */
+
+static void preauth_process(struct session *s)
+{
+	while ((s->state == SS_PREAUTH || s->state == SS_SASL) && !s->flush_then_close &&
+	       buf_len(&s->cin) > 0 && buf_len(&s->cout) < COUT_CAP / 2) {
+		struct imap_command cmd;
+		size_t used = 0;
+		const char *tag = NULL, *msg = NULL;
+		enum imap_parse_status st;
+		enum imap_parse_error err;
+
+		st = imap_parser_feed(s->parser, (const uint8_t *)buf_ptr(&s->cin), buf_len(&s->cin), &used, &cmd);
+		/* The parser copies what it keeps; wipe what it read (passwords). */
+		explicit_bzero(s->cin.data + s->cin.start, used);
+		buf_consume(&s->cin, used);
+		switch (st) {
+		case IMAP_PARSE_MORE:
+			break;
+		case IMAP_PARSE_COMMAND:
+			preauth_command(s, &cmd);
+			break;
+		case IMAP_PARSE_LINE:
+			preauth_sasl_line(s, cmd.line, cmd.line_len);
+			break;
+		case IMAP_PARSE_LITERAL:
+			session_reply(s, "+ Ready for literal data");
+			break;
+		case IMAP_PARSE_ERROR:
+			err = imap_parser_error(s->parser, &tag, &msg);
+			if (err == IMAP_ERR_LINE_TOO_LONG) {
+				log_info("event=protocol_error session=%llu client=%s:%u reason=line_too_long",
+				         (unsigned long long)s->id, s->peer_ip, s->peer_port);
+				session_bye(s, "Line too long", "line_too_long");
+				return;
+			}
+			session_reply(s, "%s BAD %s", tag ? tag : "*", msg ? msg : "Syntax error");
+			if (++s->bad_commands >= srv.cfg->max_bad_commands) {
+				log_info("event=protocol_error session=%llu client=%s:%u reason=too_many_bad_commands",
+				         (unsigned long long)s->id, s->peer_ip, s->peer_port);
+				session_bye(s, "Too many invalid commands", "too_many_bad_commands");
+				return;
+			}
+			break;
+		}
+		if (st == IMAP_PARSE_MORE)
+			break;
+	}
+	buf_release(&s->cin);
+}
+
+/* --- relay --------------------------------------------------------------- */
+
+/* Follow the client->server stream: command lines and their literals. */
+static void relay_track(struct relay_track *t, const char *p, size_t n)
+{
+	const char *end = p + n;
+
+	while (p < end) {
+		const char *lf;
+		size_t take;
+
+		if (t->literal_left) {
+			take = (uint64_t)(end - p) < t->literal_left ? (size_t)(end - p) : (size_t)t->literal_left;
+			t->literal_left -= take;
+			p += take;
+			continue;
+		}
+		lf = memchr(p, '\n', (size_t)(end - p));
+		take = (size_t)((lf ? lf : end) - p);
+		/* Keep the last bytes of the line to look for "{n}" / "{n+}". */
+		if (take >= sizeof(t->tail)) {
+			memcpy(t->tail, lf ? lf - sizeof(t->tail) : end - sizeof(t->tail), sizeof(t->tail));
+			t->tail_len = sizeof(t->tail);
+		} else {
+			if (t->tail_len + take > sizeof(t->tail)) {
+				size_t drop = t->tail_len + take - sizeof(t->tail);
+
+				memmove(t->tail, t->tail + drop, t->tail_len - drop);
+				t->tail_len -= (unsigned)drop;
+			}
+			memcpy(t->tail + t->tail_len, p, take);
+			t->tail_len += (unsigned)take;
+		}
+		if (lf == NULL) {
+			t->mid_line = true;
+			return;
+		}
+		p = lf + 1;
+		{
+			unsigned i = t->tail_len;
+			uint64_t v = 0, mul = 1;
+			unsigned digits = 0;
+
+			if (i > 0 && t->tail[i - 1] == '\r')
+				i--;
+			if (i > 0 && t->tail[i - 1] == '}') {
+				i--;
+				if (i > 0 && t->tail[i - 1] == '+')
+					i--;
+				while (i > 0 && t->tail[i - 1] >= '0' && t->tail[i - 1] <= '9' && digits < 19) {
+					v += (uint64_t)(t->tail[i - 1] - '0') * mul;
+					mul *= 10;
+					digits++;
+					i--;
+				}
+				if (digits > 0 && i > 0 && t->tail[i - 1] == '{')
+					t->literal_left = v;
+			}
+		}
+		t->tail_len = 0;
+		t->mid_line = t->literal_left > 0;
+	}
+	if (t->literal_left == 0 && t->tail_len == 0)
+		t->mid_line = false;
+}
+
+void session_enter_relay(struct session *s)
+{
+	/* Bytes the server sent right after its OK belong to the client. */
+	if (buf_len(&s->be.in) > 0) {
+		buf_append(&s->cout, buf_ptr(&s->be.in), buf_len(&s->be.in));
+		buf_consume(&s->be.in, buf_len(&s->be.in));
+	}
+	backend_release(&s->be);
+	s->state = SS_RELAY;
+	s->be.conn.io.fn = server_io;
+	s->be.conn.io.data = s;
+	/* A command pipelined behind LOGIN goes to the server, not the floor. */
+	if (buf_len(&s->cin) > 0) {
+		relay_track(&s->track, buf_ptr(&s->cin), buf_len(&s->cin));
+		buf_append(&s->bout, buf_ptr(&s->cin), buf_len(&s->cin));
+		s->bytes_in += buf_len(&s->cin);
+		buf_consume(&s->cin, buf_len(&s->cin));
+	}
+	buf_free(&s->cin);
+	imap_parser_free(&s->parser);
+	s->started_ms = loop_now(srv.loop);
+	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->idle_timeout * 1000);
+	if (flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+		session_close(s, "server_write_error");
+		return;
+	}
+	if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
+		session_close(s, "client_write_error");
+		return;
+	}
+	session_update(s);
+}
+
+static void backend_done(struct backend *b, enum backend_result r, const char *text)
+{
+	struct session *s = b->data;
+
+	preauth_login_done(s, r, text);
+	if (s->state != SS_CLOSED && s->state != SS_RELAY) {
+		/* Back to pre-login: commands pipelined after a failed LOGIN. */
+		preauth_process(s);
+		session_update(s);
+	}
+}
+
+void session_start_login(struct session *s)
+{
+	s->state = SS_LOGIN;
+	s->be.user = s->user;
+	s->be.user_len = s->user_len;
+	s->be.pass = s->pass;
+	s->be.pass_len = s->pass_len;
+	s->be.id_args = s->id_args;
+	backend_start(&s->be, backend_done, s);
+}
+
+/* Read from one side into the other side's buffer. Returns bytes, 0 on EOF,
+ * -1 with errno. */
+static ssize_t pump_in(struct conn *from, struct buf *to)
+{
+	size_t room;
+	char *w = buf_reserve(to, &room);
+	ssize_t r;
+
+	if (w == NULL) {
+		errno = EAGAIN;
+		return -1;
+	}
+	r = conn_read(from, w, room);
+	if (r > 0)
+		buf_commit(to, (size_t)r);
+	else
+		buf_release(to);
+	return r;
+}
+
+static void client_io(struct loop_io *io, unsigned ev)
+{
+	struct session *s = io->data;
+	ssize_t r;
+
+	if (s->state == SS_CLOSED)
+		return;
+	if ((ev & LOOP_WRITE) && flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
+		session_close(s, "client_write_error");
+		return;
+	}
+	if (ev & LOOP_READ) {
+		if (s->state == SS_RELAY) {
+			size_t before = buf_len(&s->bout);
+
+			r = pump_in(&s->client, &s->bout);
+			if (r > 0) {
+				relay_track(&s->track, buf_ptr(&s->bout) + before, (size_t)r);
+				s->bytes_in += (uint64_t)r;
+				s->started_ms = loop_now(srv.loop);
+				if (flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+					session_close(s, "server_write_error");
+					return;
+				}
+			}
+		} else {
+			r = pump_in(&s->client, &s->cin);
+			if (r > 0) {
+				s->bytes_in += (uint64_t)r;
+				preauth_process(s);
+			}
+		}
+		if (r == 0 || (r == -1 && errno != EAGAIN)) {
+			s->client_eof = true;
+			if (s->state == SS_RELAY)
+				(void)flush_buf(&s->be.conn, &s->bout, NULL);
+			session_close(s, r == 0 ? "client_eof" : "client_read_error");
+			return;
+		}
+		if (s->state != SS_CLOSED && buf_len(&s->cout) > 0 &&
+		    flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
+			session_close(s, "client_write_error");
+			return;
+		}
+	}
+	session_update(s);
+}
+
+static void server_io(struct loop_io *io, unsigned ev)
+{
+	struct session *s = io->data;
+	ssize_t r;
+
+	if (s->state != SS_RELAY)
+		return;
+	if ((ev & LOOP_WRITE) && flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+		session_close(s, "server_write_error");
+		return;
+	}
+	if (ev & LOOP_READ) {
+		r = pump_in(&s->be.conn, &s->cout);
+		if (r > 0) {
+			s->started_ms = loop_now(srv.loop);
+			if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
+				session_close(s, "client_write_error");
+				return;
+			}
+		} else if (r == 0 || errno != EAGAIN) {
+			/* The server is gone (after LOGOUT, or it died): give the
+			 * client what it already sent, then close. */
+			conn_close(srv.loop, &s->be.conn);
+			s->flush_then_close = true;
+			s->close_reason = r == 0 ? "server_closed" : "server_read_error";
+			loop_timer_start(srv.loop, &s->timer, FLUSH_TIMEOUT_MS);
+		}
+	}
+	session_update(s);
+}
+
+/* --- shutdown ------------------------------------------------------------ */
+
+void session_shutdown_begin(void)
+{
+	for (struct session *s = srv.sessions, *n; s; s = n) {
+		n = s->next;
+		if (s->state == SS_PREAUTH || s->state == SS_SASL) {
+			session_bye(s, "Server shutting down", "shutdown");
+			session_update(s);
+		}
+	}
+}
+
+void session_shutdown_force(void)
+{
+	for (struct session *s = srv.sessions, *n; s; s = n) {
+		n = s->next;
+		if (s->flush_then_close)
+			continue;
+		if (s->state == SS_RELAY && conn_is_open(&s->be.conn) && !s->track.mid_line) {
+			/* At a command boundary: end the server session politely. */
+			buf_append(&s->bout, "IGZ LOGOUT\r\n", 12);
+			(void)flush_buf(&s->be.conn, &s->bout, NULL);
+		}
+		if (s->state == SS_LOGIN) {
+			backend_abort(&s->be);
+			s->state = SS_PREAUTH;
+		}
+		conn_close(srv.loop, &s->be.conn);
+		session_bye(s, "Server shutting down", "shutdown");
+		loop_timer_start(srv.loop, &s->timer, SHUTDOWN_GRACE_MS);
+		session_update(s);
+	}
+}

@@ -1,0 +1,88 @@
+/*
+ * session — one client connection from accept to close: pre-login
+ * commands, the backend login, then the relay.
+ */
+#ifndef IMAPGATE_SESSION_H
+#define IMAPGATE_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+#include "backend.h"
+#include "buf.h"
+#include "conn.h"
+#include "imap_parser.h"
+#include "loop.h"
+
+enum session_state {
+	SS_PREAUTH, /* imapgate answers the client itself */
+	SS_SASL,    /* waiting for an AUTHENTICATE response line */
+	SS_LOGIN,   /* backend connection and LOGIN in progress */
+	SS_RELAY,   /* logged in: bytes flow both ways */
+	SS_CLOSED,
+};
+
+/* Where the client->server stream stands (relay), so that imapgate knows
+ * when it may speak to the server itself. */
+struct relay_track {
+	uint64_t literal_left; /* bytes of a literal still to pass */
+	bool mid_line;         /* inside a command line */
+	char tail[24];         /* end of the current line, to spot "{n}" */
+	unsigned tail_len;
+};
+
+struct session {
+	struct session *next, *prev;
+	uint64_t id;
+	enum session_state state;
+	struct conn client;
+	struct backend be;     /* during SS_LOGIN; be.conn is the relay's server side */
+	struct sockaddr_storage peer;
+	char peer_ip[ADDR_STRLEN];
+	unsigned peer_port;
+	struct buf cin;        /* client bytes not yet parsed (pre-login) */
+	struct buf cout;       /* to the client */
+	struct buf bout;       /* to the server (relay) */
+	struct imap_parser *parser;
+	struct loop_timer timer;
+	unsigned bad_commands;
+	bool flush_then_close; /* stop reading, close once cout is written */
+	bool client_eof;
+	const char *close_reason;
+	char tag[IMAP_TAG_MAX + 1];      /* tag of the LOGIN/AUTHENTICATE in progress */
+	char *user, *pass;     /* decoded credentials; pass wiped after login */
+	size_t user_len, pass_len;
+	char *id_args;         /* the client's ID list, re-serialised */
+	int sasl_mech;         /* 1 = PLAIN, 2 = LOGIN */
+	int sasl_step;
+	uint64_t started_ms;
+	uint64_t bytes_in, bytes_out;
+	struct relay_track track;
+};
+
+/* Take over an accepted, set-up socket. Sends the greeting. */
+void session_accept(int fd, const struct sockaddr *sa, socklen_t salen);
+/* Free sessions closed during this loop iteration (before-sleep hook). */
+void session_reap(void);
+/* SIGTERM: pre-login sessions get BYE now; relays may finish. */
+void session_shutdown_begin(void);
+/* Shutdown deadline: end every session (BYE to client, LOGOUT to server). */
+void session_shutdown_force(void);
+
+/* Pre-login command handling (preauth.c). */
+void preauth_greeting(struct session *s);
+void preauth_command(struct session *s, const struct imap_command *cmd);
+void preauth_sasl_line(struct session *s, const char *line, size_t len);
+void preauth_login_done(struct session *s, enum backend_result r, const char *text);
+void preauth_capability_line(char *out, size_t outsz);
+
+/* Services session.c gives preauth.c. */
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_bye(struct session *s, const char *text, const char *reason);
+void session_start_login(struct session *s);
+void session_enter_relay(struct session *s);
+void session_forget_credentials(struct session *s);
+
+#endif

@@ -1,0 +1,4 @@
+#ifndef IMAPGATE_VERSION_H
+#define IMAPGATE_VERSION_H
+#define IMAPGATE_VERSION "0.1.0"
+#endif

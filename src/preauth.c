@@ -335,8 +335,7 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 	} else if (strcasecmp(name, "LOGOUT") == 0) {
 		session_reply(s, "* BYE LOGOUT received");
 		session_reply(s, "%s OK Completed", cmd->tag);
-		s->flush_then_close = true;
-		s->close_reason = "client_logout";
+		session_flush_close(s, "client_logout");
 	} else if (strcasecmp(name, "ID") == 0) {
 		cmd_id(s, cmd);
 	} else if (strcasecmp(name, "LOGIN") == 0) {

@@ -132,12 +132,17 @@ void session_reply(struct session *s, const char *fmt, ...)
 		session_close(s, "client_not_reading");
 }
 
-void session_bye(struct session *s, const char *text, const char *reason)
+void session_flush_close(struct session *s, const char *reason)
 {
-	session_reply(s, "* BYE %s", text);
 	s->flush_then_close = true;
 	s->close_reason = reason;
 	loop_timer_start(srv.loop, &s->timer, FLUSH_TIMEOUT_MS);
+}
+
+void session_bye(struct session *s, const char *text, const char *reason)
+{
+	session_reply(s, "* BYE %s", text);
+	session_flush_close(s, reason);
 }
 
 /* Write what we can of b to c. Returns 0, or -1 on a write error. */
@@ -621,9 +626,7 @@ static void server_io(struct loop_io *io, unsigned ev)
 			/* The server is gone (after LOGOUT, or it died): give the
 			 * client what it already sent, then close. */
 			conn_close(srv.loop, &s->be.conn);
-			s->flush_then_close = true;
-			s->close_reason = r == 0 ? "server_closed" : "server_read_error";
-			loop_timer_start(srv.loop, &s->timer, FLUSH_TIMEOUT_MS);
+			session_flush_close(s, r == 0 ? "server_closed" : "server_read_error");
 		}
 	}
 	session_update(s);

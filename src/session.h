@@ -81,6 +81,8 @@ void preauth_capability_line(char *out, size_t outsz);
 /* Services session.c gives preauth.c. */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_bye(struct session *s, const char *text, const char *reason);
+/* Stop reading; close once everything queued for the client is written. */
+void session_flush_close(struct session *s, const char *reason);
 void session_start_login(struct session *s);
 void session_enter_relay(struct session *s);
 void session_forget_credentials(struct session *s);

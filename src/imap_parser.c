@@ -23,7 +23,7 @@ enum pstate {
 	ST_TOKEN,     /* an argument may start here */
 	ST_SEP,       /* an argument just ended: SP, ')' or line end */
 	ST_ATOM,
-	ST_TILDE,  /* '~' at token start: literal8 or an atom */
+	ST_TILDE,     /* '~' at token start: literal8 or an atom */
 	ST_QUOTED,
 	ST_QUOTED_ESC,
 	ST_LIT_OPEN,   /* after '{' */
@@ -64,6 +64,7 @@ struct imap_parser {
 	bool want_line; /* the next line is raw (imap_parser_expect_line) */
 	bool raw;       /* the line being discarded was a raw line */
 	bool tag_done;  /* buf[0..tag_len] holds a complete, valid tag */
+	bool full;      /* a byte did not fit in buf: the command fails */
 	size_t tag_len;
 	size_t line_len; /* bytes of the current line, CR and LF included */
 	size_t total;    /* bytes of the current command, literals included */
@@ -175,6 +176,7 @@ static void begin_command(struct imap_parser *p)
 	p->cr = false;
 	p->raw = false;
 	p->tag_done = false;
+	p->full = false;
 	p->tag_len = 0;
 	p->line_len = 0;
 	p->total = 0;
@@ -235,11 +237,10 @@ static enum imap_parse_status fail(struct imap_parser *p, uint8_t c, enum imap_p
 	p->err = e;
 	p->err_msg = msg;
 	p->err_has_tag = p->tag_done;
-	if (p->tag_done)
-		memcpy(p->err_tag, p->buf, p->tag_len + 1);
-	else
-		p->err_tag[0] = '\0';
+	memcpy(p->err_tag, p->buf, p->tag_done ? p->tag_len : 0);
+	p->err_tag[p->tag_done ? p->tag_len : 0] = '\0';
 	wipe(p);
+	p->full = false;
 	if (p->state == ST_RAW || (p->state == ST_IDLE && p->want_line)) {
 		p->raw = true;
 		p->want_line = false;
@@ -253,26 +254,30 @@ static enum imap_parse_status fail(struct imap_parser *p, uint8_t c, enum imap_p
 	return IMAP_PARSE_ERROR;
 }
 
-static bool put(struct imap_parser *p, uint8_t c)
+/* The limits and BUF_OVERHEAD make overflow impossible; should it happen
+ * anyway, the byte is dropped and step() fails the command. */
+static void put(struct imap_parser *p, uint8_t c)
 {
 	if (p->used >= p->cap)
-		return false;
-	p->buf[p->used++] = c;
-	return true;
+		p->full = true;
+	else
+		p->buf[p->used++] = c;
 }
 
 /* Ends the token started at tok_off. */
-static bool add_arg(struct imap_parser *p, enum imap_arg_type type)
+static void add_arg(struct imap_parser *p, enum imap_arg_type type)
 {
 	struct parsed_arg *a;
 
-	if (p->n_args >= IMAP_MAX_ARGS || !put(p, '\0'))
-		return false;
+	put(p, '\0');
+	if (p->full || p->n_args >= IMAP_MAX_ARGS) {
+		p->full = true;
+		return;
+	}
 	a = &p->args[p->n_args++];
 	a->type = type;
 	a->off = p->tok_off;
 	a->len = p->used - 1 - p->tok_off;
-	return true;
 }
 
 static enum imap_parse_status emit_command(struct imap_parser *p, uint8_t c,
@@ -280,6 +285,8 @@ static enum imap_parse_status emit_command(struct imap_parser *p, uint8_t c,
 {
 	size_t i;
 
+	if (p->full)
+		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
 	if (p->depth > 0)
 		return fail(p, c, IMAP_ERR_SYNTAX, "Unbalanced parentheses");
 	memset(cmd, 0, sizeof *cmd);
@@ -299,7 +306,8 @@ static enum imap_parse_status emit_command(struct imap_parser *p, uint8_t c,
 static enum imap_parse_status emit_line(struct imap_parser *p, uint8_t c,
                                         struct imap_command *cmd)
 {
-	if (!put(p, '\0'))
+	put(p, '\0');
+	if (p->full)
 		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
 	memset(cmd, 0, sizeof *cmd);
 	cmd->line = (const char *)p->buf;
@@ -313,7 +321,7 @@ static enum imap_parse_status emit_line(struct imap_parser *p, uint8_t c,
 static void finish_literal(struct imap_parser *p)
 {
 	/* Room for the octets and the NUL was checked when it was announced. */
-	(void)add_arg(p, IMAP_ARG_LITERAL);
+	add_arg(p, IMAP_ARG_LITERAL);
 	p->state = ST_SEP;
 }
 
@@ -349,8 +357,8 @@ static enum imap_parse_status list_end(struct imap_parser *p, uint8_t c)
 		return fail(p, c, IMAP_ERR_SYNTAX, "Unbalanced parentheses");
 	p->depth--;
 	p->tok_off = p->used;
-	if (!put(p, ')') || !add_arg(p, IMAP_ARG_LIST_END))
-		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+	put(p, ')');
+	add_arg(p, IMAP_ARG_LIST_END);
 	p->state = ST_SEP;
 	return IMAP_PARSE_MORE;
 }
@@ -380,8 +388,8 @@ static enum imap_parse_status token_start(struct imap_parser *p, uint8_t c)
 		if (p->depth >= IMAP_MAX_DEPTH)
 			return fail(p, c, IMAP_ERR_SYNTAX, "Lists nested too deeply");
 		p->depth++;
-		if (!put(p, '(') || !add_arg(p, IMAP_ARG_LIST_START))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, '(');
+		add_arg(p, IMAP_ARG_LIST_START);
 		return IMAP_PARSE_MORE;
 	case '"':
 		p->state = ST_QUOTED;
@@ -399,8 +407,7 @@ static enum imap_parse_status token_start(struct imap_parser *p, uint8_t c)
 	}
 	if (!is_atom_char(c))
 		return fail(p, c, IMAP_ERR_SYNTAX, "Invalid character");
-	if (!put(p, c))
-		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+	put(p, c);
 	p->state = ST_ATOM;
 	return IMAP_PARSE_MORE;
 }
@@ -408,12 +415,10 @@ static enum imap_parse_status token_start(struct imap_parser *p, uint8_t c)
 static enum imap_parse_status atom_byte(struct imap_parser *p, uint8_t c)
 {
 	if (is_atom_char(c)) {
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		return IMAP_PARSE_MORE;
 	}
-	if (!add_arg(p, IMAP_ARG_ATOM))
-		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+	add_arg(p, IMAP_ARG_ATOM);
 	p->state = ST_SEP;
 	return after_token(p, c);
 }
@@ -425,29 +430,25 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 	case ST_IDLE:
 		if (p->want_line) {
 			p->state = ST_RAW;
-			if (!put(p, c))
-				return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+			put(p, c);
 			return IMAP_PARSE_MORE;
 		}
 		if (!is_tag_char(c))
 			return fail(p, c, IMAP_ERR_BAD_TAG, "Invalid tag");
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		p->tag_len = 1;
 		p->state = ST_TAG;
 		return IMAP_PARSE_MORE;
 	case ST_TAG:
 		if (c == ' ') {
-			if (!put(p, '\0'))
-				return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+			put(p, '\0');
 			p->tag_done = true;
 			p->state = ST_AFTER_TAG;
 			return IMAP_PARSE_MORE;
 		}
 		if (!is_tag_char(c) || p->tag_len >= IMAP_TAG_MAX)
 			return fail(p, c, IMAP_ERR_BAD_TAG, "Invalid tag");
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		p->tag_len++;
 		return IMAP_PARSE_MORE;
 	case ST_AFTER_TAG:
@@ -456,21 +457,18 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 		if (!is_atom_char(c))
 			return fail(p, c, IMAP_ERR_NO_COMMAND, "Missing command");
 		p->name_off = p->used;
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		p->state = ST_NAME;
 		return IMAP_PARSE_MORE;
 	case ST_NAME:
 		if (c == ' ') {
-			if (!put(p, '\0'))
-				return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+			put(p, '\0');
 			p->state = ST_TOKEN;
 			return IMAP_PARSE_MORE;
 		}
 		if (!is_atom_char(c))
 			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid command name");
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		return IMAP_PARSE_MORE;
 	case ST_TOKEN:
 		return token_start(p, c);
@@ -485,14 +483,12 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 			p->state = ST_LIT_OPEN;
 			return IMAP_PARSE_MORE;
 		}
-		if (!put(p, '~'))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, '~');
 		p->state = ST_ATOM;
 		return atom_byte(p, c);
 	case ST_QUOTED:
 		if (c == '"') {
-			if (!add_arg(p, IMAP_ARG_QUOTED))
-				return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+			add_arg(p, IMAP_ARG_QUOTED);
 			p->state = ST_SEP;
 			return IMAP_PARSE_MORE;
 		}
@@ -502,14 +498,12 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 		}
 		if (c == '\0')
 			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid quoted string");
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		return IMAP_PARSE_MORE;
 	case ST_QUOTED_ESC:
 		if (c != '"' && c != '\\')
 			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid quoted string");
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		p->state = ST_QUOTED;
 		return IMAP_PARSE_MORE;
 	case ST_LIT_OPEN:
@@ -534,8 +528,7 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 	case ST_LIT_CLOSE:
 		return fail(p, c, IMAP_ERR_SYNTAX, "Literal not at end of line");
 	case ST_RAW:
-		if (!put(p, c))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, c);
 		return IMAP_PARSE_MORE;
 	case ST_LIT_BODY:
 	case ST_DISCARD:
@@ -555,23 +548,19 @@ static enum imap_parse_status line_end(struct imap_parser *p, uint8_t c, struct 
 		begin_command(p); /* blank line: ignored */
 		return IMAP_PARSE_MORE;
 	case ST_TAG:
-		if (!put(p, '\0'))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, '\0');
 		p->tag_done = true;
 		return fail(p, c, IMAP_ERR_NO_COMMAND, "Missing command");
 	case ST_AFTER_TAG:
 		return fail(p, c, IMAP_ERR_NO_COMMAND, "Missing command");
 	case ST_NAME:
-		if (!put(p, '\0'))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, '\0');
 		return emit_command(p, c, cmd);
 	case ST_TILDE:
-		if (!put(p, '~'))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		put(p, '~');
 		/* fall through */
 	case ST_ATOM:
-		if (!add_arg(p, IMAP_ARG_ATOM))
-			return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+		add_arg(p, IMAP_ARG_ATOM);
 		/* fall through */
 	case ST_TOKEN:
 	case ST_SEP:
@@ -615,6 +604,7 @@ static bool cr_allowed(enum pstate s)
 static enum imap_parse_status step(struct imap_parser *p, uint8_t c, struct imap_command *cmd)
 {
 	bool was_cr = p->cr;
+	enum imap_parse_status st;
 
 	if (p->state == ST_DISCARD) {
 		discard_byte(p, c);
@@ -637,8 +627,6 @@ static enum imap_parse_status step(struct imap_parser *p, uint8_t c, struct imap
 		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, "Command too long");
 	if (was_cr && c != '\n')
 		return fail(p, c, IMAP_ERR_SYNTAX, "CR not followed by LF");
-	if (c == '\n')
-		return line_end(p, c, cmd);
 	if (c == '\r') {
 		if (!cr_allowed(p->state))
 			return fail(p, c, IMAP_ERR_SYNTAX,
@@ -648,17 +636,21 @@ static enum imap_parse_status step(struct imap_parser *p, uint8_t c, struct imap
 		p->cr = true;
 		return IMAP_PARSE_MORE;
 	}
-	return line_byte(p, c);
+	st = c == '\n' ? line_end(p, c, cmd) : line_byte(p, c);
+	if (st == IMAP_PARSE_MORE && p->full)
+		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, MSG_INTERNAL);
+	return st;
 }
 
 struct imap_parser *imap_parser_new(const struct imap_parser_limits *lim)
 {
 	struct imap_parser *p;
-	size_t need = lim->max_total > lim->max_line ? lim->max_total : lim->max_line;
+	size_t need;
 
-	if (need > SIZE_MAX - BUF_OVERHEAD - sizeof *p)
+	/* A raw line is bounded by max_total too, so it fits as well. */
+	if (lim->max_total > SIZE_MAX - BUF_OVERHEAD - sizeof *p)
 		return NULL;
-	need += BUF_OVERHEAD;
+	need = lim->max_total + BUF_OVERHEAD;
 	p = calloc(1, sizeof *p + need);
 	if (p == NULL)
 		return NULL;

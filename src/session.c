@@ -398,6 +398,12 @@ static void preauth_process(struct session *s)
 				session_bye(s, "Line too long", "line_too_long");
 				return;
 			}
+			if (s->state == SS_SASL) {
+				/* A bad SASL response ends the exchange, under its own tag. */
+				s->state = SS_PREAUTH;
+				tag = s->tag;
+				session_forget_credentials(s);
+			}
 			session_reply(s, "%s BAD %s", tag ? tag : "*", msg ? msg : "Syntax error");
 			if (++s->bad_commands >= srv.cfg->max_bad_commands) {
 				log_info("event=protocol_error session=%llu client=%s:%u reason=too_many_bad_commands",

@@ -39,6 +39,7 @@ enum ktype {
 	T_LISTEN,
 	T_TLSMODE,
 	T_IPVER,
+	T_TLSVER,   /* TLSv1.2 / TLSv1.3 (also 1.2, 1.3) */
 };
 
 struct keyword {
@@ -64,13 +65,35 @@ static const struct keyword keywords[] = {
 	{"cache_max_per_user", T_UINT, F(cache_max_per_user), 0, 100000, "0"},
 	{"cache_size", T_UINT, F(cache_size), 1, 1000000, "3072"},
 	{"chroot_directory", T_STR, F(chroot_directory), 0, 0, NULL},
+	{"client_tls_cert_file", T_STR, F(client_tls_cert_file), 0, 0, NULL},
+	{"client_tls_ciphers", T_STR, F(client_tls_ciphers), 0, 0, NULL},
+	{"client_tls_key_file", T_STR, F(client_tls_key_file), 0, 0, NULL},
+	{"client_tls_min_version", T_TLSVER, F(client_tls_min_version), 0, 0, "TLSv1.2"},
+	{"client_tls_required", T_BOOL, F(client_tls_required), 0, 0, "no"},
 	{"connect_delay", T_UINT, F(connect_delay), 0, 3600, "5"},
 	{"connect_retries", T_UINT, F(connect_retries), 0, 1000, "10"},
+	{"control_socket", T_STR, F(control_socket), 0, 0, NULL},
 	{"dns_rr", T_BOOL, F(dns_rr), 0, 0, "no"},
 	{"enable_admin_commands", T_BOOL, F(enable_admin_commands), 0, 0, "no"},
 	{"enable_select_cache", T_BOOL, F(enable_select_cache), 0, 0, "no"},
 	{"force_tls", T_BOOL, F(force_tls), 0, 0, "no"},
 	{"foreground_mode", T_BOOL, F(foreground_mode), 0, 0, "no"},
+	{"forward_client_address", T_BOOL, F(forward_client_address), 0, 0, "no"},
+	{"guard", T_BOOL, F(guard), 0, 0, "yes"},
+	{"guard_bantime", T_UINT, F(guard_bantime), 1, 31536000, "600"},
+	{"guard_bantime_factor", T_UINT, F(guard_bantime_factor), 1, 100, "2"},
+	{"guard_bantime_max", T_UINT, F(guard_bantime_max), 1, 31536000, "604800"},
+	{"guard_db", T_STR, F(guard_db), 0, 0, "/var/lib/imapgate/guard.db"},
+	{"guard_failure_delay", T_UINT, F(guard_failure_delay), 0, 60000, "500"},
+	{"guard_findtime", T_UINT, F(guard_findtime), 1, 31536000, "600"},
+	{"guard_ignore", T_CIDRS, F(guard_ignore), 0, 0, "127.0.0.1/32 ::1/128"},
+	{"guard_ipv4_prefix", T_UINT, F(guard_ipv4_prefix), 8, 32, "32"},
+	{"guard_ipv6_prefix", T_UINT, F(guard_ipv6_prefix), 16, 128, "64"},
+	{"guard_maxretry", T_UINT, F(guard_maxretry), 1, 100000, "5"},
+	{"guard_recidive_window", T_UINT, F(guard_recidive_window), 0, 31536000, "86400"},
+	{"guard_trust_time", T_UINT, F(guard_trust_time), 0, 31536000, "86400"},
+	{"guard_user_delay_max", T_UINT, F(guard_user_delay_max), 0, 600000, "15000"},
+	{"guard_user_maxretry", T_UINT, F(guard_user_maxretry), 1, 100000, "10"},
 	{"idle_timeout", T_UINT, F(idle_timeout), 60, 86400, "1860"},
 	{"ipversion_only", T_IPVER, F(ipversion_only), 0, 0, "0"},
 	{"listen", T_LISTEN, F(listen), 0, 0, NULL},
@@ -80,11 +103,14 @@ static const struct keyword keywords[] = {
 	{"max_connections", T_UINT, F(max_connections), 1, 1000000, "1000"},
 	{"max_connections_per_ip", T_UINT, F(max_connections_per_ip), 0, 1000000, "50"},
 	{"max_line_length", T_UINT, F(max_line_length), 512, 1048576, "8192"},
+	{"metrics_listen", T_WORD, F(metrics_listen), 0, 0, NULL},
 	{"preauth_command", T_STR, F(preauth_command), 0, 0, NULL},
 	{"preauth_max_literal", T_UINT, F(preauth_max_literal), 0, 1048576, "8192"},
 	{"proc_groupname", T_WORD, F(proc_groupname), 0, 0, NULL},
 	{"proc_username", T_WORD, F(proc_username), 0, 0, NULL},
 	{"protocol_log_filename", T_STR, F(protocol_log_filename), 0, 0, NULL},
+	{"proxy_header_timeout", T_UINT, F(proxy_header_timeout), 1, 60, "3"},
+	{"select_cache_ttl", T_UINT, F(select_cache_ttl), 1, 3600, "10"},
 	{"send_tcp_keepalives", T_BOOL, F(send_tcp_keepalives), 0, 0, "no"},
 	{"server_hostname", T_WORD, F(server_hostname), 0, 0, NULL},
 	{"server_port", T_PORT, F(server_port), 0, 0, "143"},
@@ -105,6 +131,8 @@ static const struct keyword keywords[] = {
 	{"tls_no_tlsv1_2", T_BOOL, F(tls_no_tlsv1_2), 0, 0, NULL},
 	{"tls_server_name", T_WORD, F(tls_server_name), 0, 0, NULL},
 	{"tls_verify_server", T_BOOL, F(tls_verify_server), 0, 0, "no"},
+	{"trusted_proxies", T_CIDRS, F(trusted_proxies), 0, 0, NULL},
+	{"trusted_webmail", T_CIDRS, F(trusted_webmail), 0, 0, NULL},
 };
 #define NKEYS (sizeof keywords / sizeof keywords[0])
 
@@ -346,6 +374,14 @@ static const char *set_value(struct parser *p, const struct keyword *k, char *v,
 		if (strcmp(v, "0") && strcmp(v, "4") && strcmp(v, "6"))
 			return whyf(p, "'%.64s' is not 4, 6 or 0 (both)", v);
 		*(int *)dst = v[0] - '0';
+		return NULL;
+	case T_TLSVER:
+		if (strcasecmp(v, "TLSv1.2") == 0 || strcmp(v, "1.2") == 0)
+			*(unsigned *)dst = 0x0303;
+		else if (strcasecmp(v, "TLSv1.3") == 0 || strcmp(v, "1.3") == 0)
+			*(unsigned *)dst = 0x0304;
+		else
+			return whyf(p, "'%.64s' is not TLSv1.2 or TLSv1.3", v);
 		return NULL;
 	case T_CIDRS:
 		if (cidr_list_parse(v, dst, &why) == -1)

@@ -90,6 +90,37 @@ struct config {
 	unsigned cache_max_age;          /* seconds, default 3600 */
 	unsigned cache_max_per_user;     /* default 0 = no limit */
 	struct cidr_list admin_allow;    /* default 127.0.0.0/8, ::1/128 */
+	unsigned select_cache_ttl;       /* seconds, default 10 */
+	char *metrics_listen;            /* "ADDRESS:PORT" for Prometheus text, NULL = off */
+
+	/* client-side TLS */
+	char *client_tls_cert_file;      /* PEM, chain included; NULL = no TLS to clients */
+	char *client_tls_key_file;       /* NULL = key in the cert file */
+	char *client_tls_ciphers;        /* TLS <= 1.2 cipher list, NULL = OpenSSL default */
+	unsigned client_tls_min_version; /* 0x0303 (TLS 1.2, default) or 0x0304 */
+	bool client_tls_required;        /* plain listeners: LOGINDISABLED until STARTTLS */
+
+	/* guard */
+	bool guard;                      /* default yes */
+	struct cidr_list trusted_proxies;  /* may send PROXY headers; default none */
+	struct cidr_list trusted_webmail;  /* may send ID x-originating-ip; default none */
+	bool forward_client_address;     /* ID x-originating-ip/port to the backend */
+	unsigned proxy_header_timeout;   /* seconds, default 3 */
+	unsigned guard_ipv4_prefix;      /* default 32 */
+	unsigned guard_ipv6_prefix;      /* default 64 */
+	unsigned guard_findtime;         /* seconds, default 600 */
+	unsigned guard_maxretry;         /* default 5 */
+	unsigned guard_bantime;          /* seconds, default 600 */
+	unsigned guard_recidive_window;  /* seconds, default 86400 */
+	unsigned guard_bantime_factor;   /* default 2 */
+	unsigned guard_bantime_max;      /* seconds, default 604800 */
+	unsigned guard_trust_time;       /* seconds, default 86400 */
+	unsigned guard_user_maxretry;    /* failures per user in findtime before slowing, default 10 */
+	unsigned guard_user_delay_max;   /* ms, cap of the per-user slow-down, default 15000 */
+	unsigned guard_failure_delay;    /* ms, upper bound of the random delay on failure, default 500 */
+	struct cidr_list guard_ignore;   /* never counted; default 127.0.0.1/32 ::1/128 */
+	char *guard_db;                  /* SQLite path, "none" = memory only */
+	char *control_socket;            /* unix socket for imapgate-ctl, NULL = none */
 };
 
 /*

@@ -19,6 +19,11 @@ struct conn_ops {
 	ssize_t (*read)(struct conn *c, void *p, size_t n);
 	ssize_t (*write)(struct conn *c, const void *p, size_t n);
 	void (*close)(struct conn *c);
+	/* Extra loop interest the transport needs to make progress (TLS:
+	 * the direction the last operation or handshake step waits for). */
+	unsigned (*want)(const struct conn *c);
+	/* Bytes already decrypted and waiting inside the transport. */
+	int (*pending)(const struct conn *c);
 };
 
 struct conn {
@@ -35,6 +40,11 @@ static inline ssize_t conn_read(struct conn *c, void *p, size_t n) { return c->o
 /* >0 bytes written, -1 with errno (EAGAIN: try later). */
 static inline ssize_t conn_write(struct conn *c, const void *p, size_t n) { return c->ops->write(c, p, n); }
 static inline int conn_is_open(const struct conn *c) { return c->io.fd != -1; }
+/* Extra interest the transport needs (0 for TCP). Owners OR it into theirs,
+ * and on any event try both their read and their write. */
+static inline unsigned conn_want(const struct conn *c) { return c->ops->want ? c->ops->want(c) : 0; }
+/* True when conn_read would return data without the socket being readable. */
+static inline int conn_pending(const struct conn *c) { return c->ops->pending ? c->ops->pending(c) : 0; }
 /* Remove from the loop and close; safe on a closed conn. */
 void conn_close(struct loop *l, struct conn *c);
 

@@ -38,7 +38,7 @@ static void tcp_close(struct conn *c)
 	close(c->io.fd);
 }
 
-static const struct conn_ops tcp_ops = { tcp_read, tcp_write, tcp_close };
+static const struct conn_ops tcp_ops = { tcp_read, tcp_write, tcp_close, NULL, NULL };
 
 void conn_tcp_init(struct conn *c, int fd, loop_io_fn *fn, void *data)
 {

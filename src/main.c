@@ -21,6 +21,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "server.h"
@@ -182,19 +183,52 @@ static void before_sleep(void *data)
 	session_reap();
 }
 
+/* --- control commands -------------------------------------------------- */
+
+static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
+{
+	(void)argc, (void)argv, (void)errbuf, (void)errsz;
+	if (json) {
+		sb_printf(out, "{\"version\":\"%s\",\"pid\":%ld,\"sessions\":%u,\"backend\":", IMAPGATE_VERSION,
+		          (long)getpid(), srv.n_sessions);
+		sb_json_str(out, srv.cfg->server_hostname);
+		sb_printf(out, ",\"backend_port\":");
+		sb_json_str(out, srv.cfg->server_port);
+		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
+		return NULL;
+	}
+	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\n", IMAPGATE_VERSION, (long)getpid(),
+	          srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port);
+	return NULL;
+}
+
+static void reload(void);
+
+static const char *ctl_reload(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
+{
+	const struct config *before = srv.cfg;
+
+	(void)argc, (void)argv, (void)json, (void)out;
+	reload();
+	if (srv.cfg == before) {
+		snprintf(errbuf, errsz, "configuration has errors, see the log; the old one stays in force");
+		return errbuf;
+	}
+	return NULL;
+}
+
 /* --- process set-up ----------------------------------------------------- */
 
-static void drop_privileges(const struct config *cfg)
+/* The user and group to run as: proc_username/proc_groupname when root,
+ * else ourselves. */
+static void run_identity(const struct config *cfg, uid_t *uid, gid_t *gid)
 {
 	struct passwd *pw;
-	gid_t gid;
 
-	if (geteuid() != 0) {
-		if (cfg->proc_username || cfg->chroot_directory)
-			log_warn("event=privileges warning=\"not started as root: proc_username, proc_groupname "
-			         "and chroot_directory are ignored\"");
+	*uid = geteuid();
+	*gid = getegid();
+	if (*uid != 0)
 		return;
-	}
 	if (cfg->proc_username == NULL)
 		fatal("event=privileges error=\"started as root: set proc_username to the user to run as\"");
 	pw = getpwnam(cfg->proc_username);
@@ -202,13 +236,24 @@ static void drop_privileges(const struct config *cfg)
 		fatal("event=privileges error=\"unknown proc_username %s\"", cfg->proc_username);
 	if (pw->pw_uid == 0)
 		fatal("event=privileges error=\"proc_username must not be root\"");
-	gid = pw->pw_gid;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
 	if (cfg->proc_groupname) {
 		struct group *gr = getgrnam(cfg->proc_groupname);
 
 		if (gr == NULL)
 			fatal("event=privileges error=\"unknown proc_groupname %s\"", cfg->proc_groupname);
-		gid = gr->gr_gid;
+		*gid = gr->gr_gid;
+	}
+}
+
+static void drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
+{
+	if (geteuid() != 0) {
+		if (cfg->proc_username || cfg->chroot_directory)
+			log_warn("event=privileges warning=\"not started as root: proc_username, proc_groupname "
+			         "and chroot_directory are ignored\"");
+		return;
 	}
 	if (setgroups(1, &gid) == -1 || setgid(gid) == -1)
 		fatal("event=privileges error=\"setgid: %s\"", strerror(errno));
@@ -216,13 +261,13 @@ static void drop_privileges(const struct config *cfg)
 		if (chroot(cfg->chroot_directory) == -1 || chdir("/") == -1)
 			fatal("event=privileges error=\"chroot %s: %s\"", cfg->chroot_directory, strerror(errno));
 	}
-	if (setuid(pw->pw_uid) == -1)
+	if (setuid(uid) == -1)
 		fatal("event=privileges error=\"setuid: %s\"", strerror(errno));
 	if (setuid(0) != -1)
 		fatal("event=privileges error=\"could regain root after dropping it\"");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		log_warn("event=privileges warning=\"PR_SET_NO_NEW_PRIVS: %s\"", strerror(errno));
-	log_info("event=privileges user=%s uid=%u gid=%u chroot=%s", cfg->proc_username, (unsigned)pw->pw_uid,
+	log_info("event=privileges user=%s uid=%u gid=%u chroot=%s", cfg->proc_username, (unsigned)uid,
 	         (unsigned)gid, cfg->chroot_directory ? cfg->chroot_directory : "-");
 }
 
@@ -281,6 +326,8 @@ int main(int argc, char **argv)
 	const char *path = CONFIG_DEFAULT_PATH;
 	bool foreground = false, check = false;
 	sigset_t sigs;
+	uid_t run_uid;
+	gid_t run_gid;
 	int opt, sfd;
 
 	while ((opt = getopt(argc, argv, "f:Fp:tVh")) != -1) {
@@ -316,7 +363,14 @@ int main(int argc, char **argv)
 	if (!foreground && !srv.cfg->foreground_mode)
 		daemonize();
 	write_pidfile();
-	drop_privileges(srv.cfg);
+	run_identity(srv.cfg, &run_uid, &run_gid);
+	if (srv.cfg->control_socket) {
+		char err[256];
+
+		if (control_open(srv.cfg->control_socket, run_uid, run_gid, err, sizeof(err)) == -1)
+			fatal("event=start error=\"control socket %s\"", err);
+	}
+	drop_privileges(srv.cfg, run_uid, run_gid);
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -333,9 +387,13 @@ int main(int argc, char **argv)
 
 	log_info("event=start version=%s config=%s backend=%s:%s", IMAPGATE_VERSION, srv.cfg->path,
 	         srv.cfg->server_hostname, srv.cfg->server_port);
+	control_register("status", ctl_status, "counters, sessions and backend state");
+	control_register("reload", ctl_reload, "re-read the configuration (as SIGHUP)");
+	control_start();
 	probe_start();
 	if (loop_run(srv.loop) == -1)
 		fatal("event=loop_failed error=\"%s\"", strerror(errno));
+	control_close();
 	session_reap();
 	if (probe_running)
 		backend_abort(&probe);

@@ -133,45 +133,115 @@ static bool append_quoted(char *out, size_t outsz, size_t *o, const char *p, siz
 	return true;
 }
 
+/* Append ' "key" "value"' (or NIL for a NULL value) to a field list. */
+static bool append_id_pair(char *out, size_t outsz, size_t *o, const struct imap_arg *k, const struct imap_arg *v)
+{
+	if (*o + 6 >= outsz)
+		return false;
+	if (*o)
+		out[(*o)++] = ' ';
+	if (!append_quoted(out, outsz - 5, o, k->data, k->len))
+		return false;
+	out[(*o)++] = ' ';
+	if (v == NULL) {
+		memcpy(out + *o, "NIL", 4);
+		*o += 3;
+		return true;
+	}
+	return append_quoted(out, outsz, o, v->data, v->len);
+}
+
+/* ID fields a backend (Dovecot) believes when they come from a trusted
+ * network: from anyone but trusted_webmail they are dropped, never passed on. */
+static bool id_key_is_address(const char *k, size_t n)
+{
+	static const char *const prefixes[] = { "x-originating-", "x-connected-", "x-forward-", "x-proxy-ttl",
+		                                    "x-session-id", "x-session-ext-id" };
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		size_t pl = strlen(prefixes[i]);
+
+		if (n >= pl && strncasecmp(k, prefixes[i], pl) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* x-originating-ip/port from a trusted webmail host: the real client. */
+static void id_take_origin(struct session *s, const struct imap_arg *k, const struct imap_arg *v)
+{
+	if (v->type == IMAP_ARG_ATOM && strcasecmp(v->data, "NIL") == 0)
+		return;
+	if (k->len == 16 && strncasecmp(k->data, "x-originating-ip", 16) == 0) {
+		struct cidr c;
+		const char *why;
+
+		if (v->len < ADDR_STRLEN && strchr(v->data, '/') == NULL && cidr_parse(v->data, &c, &why) == 0) {
+			session_set_origin(s, &c, s->origin_port);
+		} else {
+			char clean[64];
+
+			log_sanitize(v->data, v->len, clean, sizeof(clean));
+			log_info("event=id_ignored session=%llu client=%s:%u reason=bad_originating_ip value=%s",
+			         (unsigned long long)s->id, s->peer_ip, s->peer_port, clean);
+		}
+	} else if (k->len == 18 && strncasecmp(k->data, "x-originating-port", 18) == 0) {
+		char *end;
+		unsigned long port = strtoul(v->data, &end, 10);
+
+		if (*end == '\0' && port > 0 && port < 65536)
+			s->origin_port = (unsigned)port;
+	}
+}
+
 /* ID (RFC 2971): keep the client's fields for the backend, answer with ours. */
 static void cmd_id(struct session *s, const struct imap_command *cmd)
 {
 	char list[8192];
 	size_t o = 0, n = cmd->n_args;
 	const struct imap_arg *a = cmd->args;
+	bool trusted = cidr_list_match(&srv.cfg->trusted_webmail, (struct sockaddr *)&s->peer);
+	bool ignored = false;
 
 	if (n == 1 && a[0].type == IMAP_ARG_ATOM && strcasecmp(a[0].data, "NIL") == 0) {
-		free(s->id_args);
-		s->id_args = NULL;
+		o = 0;
 	} else {
 		if (n < 2 || a[0].type != IMAP_ARG_LIST_START || a[n - 1].type != IMAP_ARG_LIST_END ||
 		    (n - 2) % 2 != 0 || (n - 2) / 2 > ID_PAIRS_MAX) {
 			session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
 			return;
 		}
-		list[o++] = '(';
-		for (size_t i = 1; i + 1 < n; i++) {
-			bool nil = a[i].type == IMAP_ARG_ATOM && strcasecmp(a[i].data, "NIL") == 0;
+		for (size_t i = 1; i + 1 < n; i += 2) {
+			const struct imap_arg *k = &a[i], *v = &a[i + 1];
+			bool vnil = v->type == IMAP_ARG_ATOM && strcasecmp(v->data, "NIL") == 0;
 
-			if (!is_string(&a[i]) || (i % 2 == 1 && (nil || a[i].len > 30)) || a[i].len > 1024) {
+			if (!is_string(k) || !is_string(v) || k->len == 0 || k->len > 30 || v->len > 1024 ||
+			    (k->type == IMAP_ARG_ATOM && strcasecmp(k->data, "NIL") == 0)) {
 				session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
 				return;
 			}
-			if (i > 1)
-				list[o++] = ' ';
-			if (nil) {
-				memcpy(list + o, "NIL", 3);
-				o += 3;
-			} else if (!append_quoted(list, sizeof(list) - 2, &o, a[i].data, a[i].len)) {
+			if (id_key_is_address(k->data, k->len)) {
+				if (!trusted) {
+					ignored = true;
+					continue;
+				}
+				/* The origin travels in our own fields (forward_client_address)
+				 * or, without it, as the webmail sent it. */
+				id_take_origin(s, k, v);
+				if (srv.cfg->forward_client_address && strncasecmp(k->data, "x-originating-", 14) == 0)
+					continue;
+			}
+			if (!append_id_pair(list, sizeof(list), &o, k, vnil ? NULL : v)) {
 				session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
 				return;
 			}
 		}
-		list[o++] = ')';
-		list[o] = '\0';
-		free(s->id_args);
-		s->id_args = dup_bytes(list, o);
 	}
+	if (ignored)
+		log_info("event=id_ignored session=%llu client=%s:%u reason=untrusted_address_fields",
+		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
+	free(s->id_fields);
+	s->id_fields = o ? dup_bytes(list, o) : NULL;
 	session_reply(s, "* ID (\"name\" \"imapgate\" \"version\" \"%s\")", IMAPGATE_VERSION);
 	session_reply(s, "%s OK Completed", cmd->tag);
 }
@@ -358,12 +428,13 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 void preauth_login_done(struct session *s, enum backend_result r, const char *text)
 {
 	char user[160];
+	const char *rip = s->has_origin ? s->origin_ip : s->peer_ip;
 
 	log_sanitize(s->user ? s->user : "", s->user_len, user, sizeof(user));
 	session_forget_credentials(s);
 	if (r == BACKEND_OK) {
-		log_info("event=login session=%llu user=%s client=%s:%u backend=new", (unsigned long long)s->id,
-		         user, s->peer_ip, s->peer_port);
+		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=new", (unsigned long long)s->id,
+		         user, s->peer_ip, s->peer_port, rip);
 		session_reply(s, "%s %s", s->tag, text);
 		if (s->state != SS_CLOSED)
 			session_enter_relay(s);
@@ -372,8 +443,8 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	s->state = SS_PREAUTH;
 	switch (r) {
 	case BACKEND_REFUSED:
-		log_info("event=login_failed session=%llu user=%s client=%s:%u reason=auth_failed",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port);
+		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
 		/* The server's own words ("NO [AUTHENTICATIONFAILED] ..."). */
 		if (strncasecmp(text, "NO", 2) == 0)
 			session_reply(s, "%s %s", s->tag, text);
@@ -381,18 +452,18 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 			session_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.", s->tag);
 		break;
 	case BACKEND_ID_REFUSED:
-		log_info("event=login_failed session=%llu user=%s client=%s:%u reason=id_refused",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port);
+		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=id_refused",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
 		session_reply(s, "%s NO [UNAVAILABLE] The server refused the ID command", s->tag);
 		break;
 	case BACKEND_PREAUTH_REFUSED:
-		log_warn("event=login_failed session=%llu user=%s client=%s:%u reason=preauth_command_failed",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port);
+		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=preauth_command_failed",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
 		session_reply(s, "%s NO [UNAVAILABLE] The server refused preauth_command", s->tag);
 		break;
 	default:
-		log_warn("event=login_failed session=%llu user=%s client=%s:%u reason=%s",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port,
+		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=%s",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip,
 		         s->be.reason[0] ? s->be.reason : "backend_unavailable");
 		session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
 		break;

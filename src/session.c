@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "log.h"
 #include "server.h"
@@ -324,6 +325,7 @@ void session_reap(void)
 			free(s->user);
 		}
 		free(s->id_args);
+		free(s->id_fields);
 		free(s);
 	}
 }
@@ -530,9 +532,62 @@ static void backend_done(struct backend *b, enum backend_result r, const char *t
 	}
 }
 
+void session_set_origin(struct session *s, const struct cidr *addr, unsigned port)
+{
+	memset(&s->origin, 0, sizeof(s->origin));
+	if (addr->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&s->origin;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr->addr, 4);
+		sin->sin_port = htons((uint16_t)port);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&s->origin;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr->addr, 16);
+		sin6->sin6_port = htons((uint16_t)port);
+	}
+	addr_format_ip((struct sockaddr *)&s->origin, s->origin_ip, sizeof(s->origin_ip));
+	s->origin_port = port;
+	s->has_origin = true;
+}
+
+const struct sockaddr *session_client_addr(const struct session *s)
+{
+	return (const struct sockaddr *)(s->has_origin ? &s->origin : &s->peer);
+}
+
+/* The ID the backend gets before LOGIN: the client's fields, plus the real
+ * client address when forward_client_address is on. NULL = send no ID. */
+static char *session_build_id(const struct session *s)
+{
+	char addr[160] = "";
+	size_t fl = s->id_fields ? strlen(s->id_fields) : 0;
+	char *out;
+
+	if (srv.cfg->forward_client_address) {
+		const char *ip = s->has_origin ? s->origin_ip : s->peer_ip;
+		unsigned port = s->has_origin ? s->origin_port : s->peer_port;
+
+		if (port)
+			snprintf(addr, sizeof(addr), "\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\"", ip, port);
+		else
+			snprintf(addr, sizeof(addr), "\"x-originating-ip\" \"%s\"", ip);
+	}
+	if (fl == 0 && addr[0] == '\0')
+		return NULL;
+	out = malloc(fl + strlen(addr) + 4);
+	if (out)
+		sprintf(out, "(%s%s%s)", fl ? s->id_fields : "", fl && addr[0] ? " " : "", addr);
+	return out;
+}
+
 void session_start_login(struct session *s)
 {
 	s->state = SS_LOGIN;
+	free(s->id_args);
+	s->id_args = session_build_id(s);
 	s->be.user = s->user;
 	s->be.user_len = s->user_len;
 	s->be.pass = s->pass;

@@ -54,7 +54,13 @@ struct session {
 	char tag[IMAP_TAG_MAX + 1];      /* tag of the LOGIN/AUTHENTICATE in progress */
 	char *user, *pass;     /* decoded credentials; pass wiped after login */
 	size_t user_len, pass_len;
-	char *id_args;         /* the client's ID list, re-serialised */
+	char *id_fields;       /* the client's ID fields, re-serialised, to pass on */
+	char *id_args;         /* the ID list sent to the backend at login */
+	/* The real client behind a trusted webmail host (ID x-originating-ip). */
+	bool has_origin;
+	struct sockaddr_storage origin;
+	char origin_ip[ADDR_STRLEN];
+	unsigned origin_port;
 	int sasl_mech;         /* 1 = PLAIN, 2 = LOGIN */
 	int sasl_step;
 	uint64_t started_ms;
@@ -86,5 +92,9 @@ void session_flush_close(struct session *s, const char *reason);
 void session_start_login(struct session *s);
 void session_enter_relay(struct session *s);
 void session_forget_credentials(struct session *s);
+/* Record the real client address (from a trusted ID). */
+void session_set_origin(struct session *s, const struct cidr *addr, unsigned port);
+/* The address that stands for the client: the origin when known, else the peer. */
+const struct sockaddr *session_client_addr(const struct session *s);
 
 #endif

@@ -1,0 +1,1070 @@
+"""
+harness — run a throwaway Dovecot and an imapgate in front of it, and talk
+raw IMAP to either.
+
+Used by the end-to-end tests (tests/e2e, through conftest.py) and by
+tools/demo.py. Standard library only; nothing here reads /etc/dovecot or
+touches a system service.
+
+Every wait is bounded and most are readiness checks (a port that accepts, a
+socket in LISTEN state, a log line), not sleeps.
+"""
+
+import atexit
+import base64
+import grp
+import os
+import pwd
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+IS_ROOT = os.geteuid() == 0
+
+# Users every Dovecot gets unless told otherwise. carol's password needs
+# IMAP quoting: a space, a double quote and a backslash.
+DEFAULT_USERS = {
+    "alice": "alicepw",
+    "bob": "bobpw",
+    "carol": 'p@ss w"r\\d',
+}
+
+# Every password (and encoded credential) the tests use; imapgate's log must
+# never contain any of them. Tests add the wrong passwords they try.
+SECRETS = set()
+
+
+def register_secret(*values):
+    """Remember strings that must never show up in imapgate's log; returns the first."""
+    for v in values:
+        if v:
+            SECRETS.add(v)
+    return values[0] if values else None
+
+
+# Strings that mean the daemon's memory checkers found something.
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+class ConnectionClosed(EOFError):
+    """The peer closed the connection; .data holds what was read before."""
+
+    def __init__(self, msg, data=b""):
+        super().__init__(msg)
+        self.data = data
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def build_dir():
+    """Directory holding the imapgate binary: $IMAPGATE_BUILD or REPO/build."""
+    return Path(os.environ.get("IMAPGATE_BUILD") or (REPO / "build")).resolve()
+
+
+def imapgate_binary(build=None):
+    return Path(build or build_dir()).resolve() / "imapgate"
+
+
+def have_ipv6():
+    """True when a socket can be bound to ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def can_bind(addr):
+    """True when a client socket can be bound to this local address (e.g. 127.0.0.2)."""
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((addr, 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that is free right now on host (and, for 127.0.0.1, on ::1 too when possible)."""
+    for _ in range(50):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        # The same number is used for a second family by some callers; check it.
+        other = "::1" if fam == socket.AF_INET else "127.0.0.1"
+        if other == "::1" and not have_ipv6():
+            return port
+        try:
+            ofam = socket.AF_INET6 if other == "::1" else socket.AF_INET
+            with socket.socket(ofam, socket.SOCK_STREAM) as s:
+                s.bind((other, port))
+            return port
+        except OSError:
+            continue
+    raise HarnessError("no free port found")
+
+
+def _group_alive(pgid):
+    """True while a process of the group is alive (zombies awaiting reaping do not count)."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def kill_group(pgid, timeout=5.0):
+    """SIGKILL a whole process group and wait (bounded) until it is gone."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def remove_tree(path):
+    """rmtree that tolerates a late writer (a dying child still creating files)."""
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.05)
+
+
+# Instances still running when the interpreter exits (a script that forgot
+# cleanup(), an exception) are killed, so no Dovecot outlives its user.
+_live = set()
+
+
+@atexit.register
+def _cleanup_live():
+    for obj in list(_live):
+        try:
+            obj.cleanup()
+        except Exception:
+            pass
+
+
+def wait_for(pred, timeout, interval=0.02, what="condition"):
+    """Poll pred() until it returns something true, for at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def wait_port(host, port, timeout=10.0, proc=None):
+    """Wait until host:port accepts a TCP connection. If proc (a Popen) exits first, raise."""
+    deadline = time.monotonic() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError("process exited with %s before %s:%d was ready" % (proc.returncode, host, port))
+        try:
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                s.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+                s.connect((host, port))
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError("%s:%d not accepting connections after %.1fs" % (host, port, timeout))
+        time.sleep(0.02)
+
+
+def _proc_net_listening(port):
+    """Set of families ('4', '6') that have a socket in LISTEN state on port, from /proc/net."""
+    found = set()
+    for fam, path in (("4", "/proc/net/tcp"), ("6", "/proc/net/tcp6")):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local, state = parts[1], parts[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        found.add(fam)
+        except OSError:
+            pass
+    return found
+
+
+def is_listening(port, family="4"):
+    """True when some socket listens on the port (family '4' or '6'), without connecting to it."""
+    if os.path.exists("/proc/net/tcp"):
+        return family in _proc_net_listening(port)
+    host = "::1" if family == "6" else "127.0.0.1"
+    try:
+        wait_port(host, port, timeout=0.2)
+        return True
+    except (TimeoutError, HarnessError):
+        return False
+
+
+def wait_listening(port, family="4", timeout=10.0, proc=None):
+    """Wait until a socket listens on port without opening a connection to it (no side effect
+    on the daemon's per-IP counters). If proc exits first, raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError("process exited with %s before port %d listened" % (proc.returncode, port))
+        if is_listening(port, family):
+            return True
+        if time.monotonic() >= deadline:
+            raise TimeoutError("port %d (IPv%s) not listening after %.1fs" % (port, family, timeout))
+        time.sleep(0.02)
+
+
+def quote(s):
+    """IMAP quoted string of s (str), with \\ and \" escaped."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sasl_plain(user, password, authzid=""):
+    """Base64 of a SASL PLAIN response, as str."""
+    raw = ("%s\0%s\0%s" % (authzid, user, password)).encode()
+    return base64.b64encode(raw).decode()
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def make_message(subject="test", body="hello", sender="sender@example.org", to="user@example.org"):
+    """A small RFC 5322 message with CRLF line ends, as bytes."""
+    text = (
+        "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        "Message-ID: <%s.%d@imapgate.test>\r\n\r\n%s\r\n"
+    ) % (sender, to, subject, time.monotonic_ns(), os.getpid(), body)
+    return text.encode()
+
+
+# --------------------------------------------------------------------------
+# raw client
+
+
+class RawClient:
+    """A blocking TCP client that reads IMAP lines with timeouts; no IMAP logic."""
+
+    def __init__(self, host, port, src=None, timeout=10.0):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        if src:
+            self.sock.bind((src, 0))
+        self.sock.connect((host, port))
+        self.buf = b""
+        self.closed = False
+        self.default_timeout = timeout
+
+    # -- low level
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def sendline(self, line):
+        """Send line plus CRLF."""
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+
+    def _fill(self, deadline):
+        """Read more bytes into buf. Raises TimeoutError at deadline, ConnectionClosed at EOF."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no data before timeout; buffered: %r" % self.buf[:200])
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no data before timeout; buffered: %r" % self.buf[:200]) from None
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            raise ConnectionClosed("connection closed by peer", self.buf)
+        self.buf += chunk
+
+    def read_line(self, timeout=None):
+        """One line, CRLF included (as bytes)."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while b"\n" not in self.buf:
+            self._fill(deadline)
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def read_bytes(self, n, timeout=None):
+        """Exactly n bytes (e.g. a literal's body)."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        while len(self.buf) < n:
+            self._fill(deadline)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_until(self, regex, timeout=None):
+        """Lines up to and including the first one matching regex (bytes or str, re.search).
+        Returns the list of lines. Literal bodies are read as lines; fine for tests."""
+        if isinstance(regex, str):
+            regex = regex.encode()
+        pat = re.compile(regex)
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        lines = []
+        while True:
+            try:
+                line = self.read_line(timeout=max(0.001, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError("no line matching %r; lines so far: %r; buffered: %r"
+                                   % (regex, lines, self.buf[:200])) from None
+            except ConnectionClosed as e:
+                raise ConnectionClosed("closed before a line matching %r; lines so far: %r"
+                                       % (regex, lines), e.data) from None
+            lines.append(line)
+            if pat.search(line):
+                return lines
+
+    def read_tagged(self, tag, timeout=None):
+        """Lines up to and including the tagged completion for tag."""
+        t = tag.encode() if isinstance(tag, str) else tag
+        return self.read_until(b"^" + re.escape(t) + b" (OK|NO|BAD)( |\r?$)", timeout)
+
+    def command(self, tag, text, timeout=None):
+        """Send 'tag text' and return all lines up to the tagged reply."""
+        self.sendline("%s %s" % (tag, text))
+        return self.read_tagged(tag, timeout)
+
+    def read_available(self, wait=0.2):
+        """Whatever arrives within wait seconds (b'' if nothing). EOF is not an error here."""
+        end = time.monotonic() + wait
+        try:
+            while time.monotonic() < end:
+                self._fill(end)
+        except (TimeoutError, ConnectionClosed):
+            pass
+        data, self.buf = self.buf, b""
+        return data
+
+    def expect_closed(self, timeout=5.0):
+        """Wait for EOF (or reset) from the peer; return the bytes received before it.
+        AssertionError if the connection is still open after timeout."""
+        deadline = time.monotonic() + timeout
+        if self.closed:
+            data, self.buf = self.buf, b""
+            return data
+        try:
+            while True:
+                self._fill(deadline)
+        except ConnectionClosed:
+            data, self.buf = self.buf, b""
+            return data
+        except TimeoutError:
+            raise AssertionError(
+                "connection still open after %.1fs; received %r" % (timeout, self.buf[:300])
+            ) from None
+
+    def is_open(self, wait=0.1):
+        """False when the peer has closed (EOF readable within wait)."""
+        if self.closed:
+            return False
+        r, _, _ = select.select([self.sock], [], [], wait)
+        if not r:
+            return True
+        try:
+            chunk = self.sock.recv(65536, socket.MSG_PEEK)
+        except OSError:
+            return False
+        return bool(chunk)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------
+# Dovecot
+
+
+def _mail_owner():
+    """(uid, gid, username) the mail files belong to. As root: 'nobody' (an unprivileged
+    system uid Dovecot accepts for mail given first/last_valid_uid); otherwise ourselves."""
+    if IS_ROOT:
+        for name in ("nobody", "dovecot"):
+            try:
+                pw = pwd.getpwnam(name)
+                return pw.pw_uid, pw.pw_gid, name
+            except KeyError:
+                continue
+        raise HarnessError("no 'nobody' or 'dovecot' user for mail files")
+    pw = pwd.getpwuid(os.geteuid())
+    return pw.pw_uid, os.getegid(), pw.pw_name
+
+
+def _find_dovecot():
+    for p in (shutil.which("dovecot"), "/usr/sbin/dovecot"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+_instance_counter = 0
+
+
+class Dovecot:
+    """A private Dovecot 2.3 on 127.0.0.1 (and ::1 when ipv6=True) with passwd-file users.
+
+    d = Dovecot(); d.start(); ... d.stop()   (or use as a context manager)
+    """
+
+    def __init__(self, users=None, ipv6=False, port=None, tmpdir=None, extra_conf=""):
+        global _instance_counter
+        self.binary = _find_dovecot()
+        if not self.binary:
+            raise HarnessError("dovecot not installed (scripts/deps.sh installs dovecot-core dovecot-imapd)")
+        _instance_counter += 1
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="imapgate-dovecot-"))
+        # Mail is owned by an unprivileged uid that must reach its home below here.
+        os.chmod(self.dir, 0o755)
+        self.host = "127.0.0.1"
+        self.ipv6 = bool(ipv6) and have_ipv6()
+        self.port = port or free_port()
+        self.port6 = self.port if self.ipv6 else None
+        self.instance = "imapgate-test-%d-%d-%d" % (os.getpid(), _instance_counter, self.port)
+        self.uid, self.gid, self.mail_user = _mail_owner()
+        self.extra_conf = extra_conf
+        self.users = {}
+        self.proc = None
+        self._pw_mtime = 0
+        self._deliver_n = 0
+        for sub in ("base", "state", "home"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        os.chmod(self.dir / "home", 0o755)
+        self.conf_path = self.dir / "dovecot.conf"
+        self.passwd_path = self.dir / "passwd"
+        self.log_path = self.dir / "dovecot.log"
+        self.info_log_path = self.dir / "dovecot-info.log"
+        for name, pw in (users if users is not None else DEFAULT_USERS).items():
+            register_secret(pw, sasl_plain(name, pw), b64(pw))
+            self.users[name] = pw
+            self._make_home(name)
+        self._write_passwd()
+        self._write_conf()
+
+    # -- files
+    def home(self, user):
+        return self.dir / "home" / user
+
+    def maildir(self, user):
+        return self.home(user) / "Maildir"
+
+    def _chown(self, path):
+        if IS_ROOT:
+            os.chown(path, self.uid, self.gid)
+
+    def _make_home(self, user):
+        h = self.home(user)
+        for d in (h, h / "Maildir", h / "Maildir" / "cur", h / "Maildir" / "new", h / "Maildir" / "tmp"):
+            d.mkdir(mode=0o700, exist_ok=True)
+            self._chown(d)
+
+    def _write_passwd(self):
+        lines = []
+        for name, pw in self.users.items():
+            if ":" in pw or "\n" in pw or ":" in name:
+                raise HarnessError("passwd-file cannot hold ':' or newline in user/password")
+            lines.append("%s:{PLAIN}%s::::::\n" % (name, pw))
+        tmp = self.passwd_path.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        os.chmod(tmp, 0o644)
+        # Dovecot re-reads passwd-file when its mtime or size changes; make the
+        # mtime strictly increase so a same-length change within a second is seen.
+        t = max(int(time.time()), self._pw_mtime + 1)
+        self._pw_mtime = t
+        os.utime(tmp, (t, t))
+        os.replace(tmp, self.passwd_path)
+
+    def _write_conf(self):
+        listen = "127.0.0.1" + (", ::1" if self.ipv6 else "")
+        if IS_ROOT:
+            users_conf = ""
+            login_chroot = ""
+        else:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            grp_name = grp.getgrgid(os.getegid()).gr_name
+            users_conf = ("default_internal_user = %s\ndefault_internal_group = %s\ndefault_login_user = %s\n"
+                          % (me, grp_name, me))
+            login_chroot = "  chroot =\n"
+        conf = f"""# generated by imapgate tests/e2e/harness.py — self-contained, never reads /etc/dovecot
+instance_name = {self.instance}
+base_dir = {self.dir}/base
+state_dir = {self.dir}/state
+log_path = {self.log_path}
+info_log_path = {self.info_log_path}
+debug_log_path = {self.log_path}
+protocols = imap
+listen = {listen}
+ssl = no
+{users_conf}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_cache_size = 0
+login_trusted_networks = 127.0.0.0/8 ::1
+login_log_format_elements = user=<%u> method=%m rip=%r lip=%l session=<%{{session}}>
+login_greeting = Dovecot ready.
+imap_id_log = *
+first_valid_uid = {self.uid}
+last_valid_uid = {self.uid}
+first_valid_gid = 0
+mail_location = maildir:~/Maildir
+mailbox_idle_check_interval = 1 secs
+default_process_limit = 200
+default_client_limit = 1000
+shutdown_clients = yes
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {self.passwd_path}
+}}
+userdb {{
+  driver = static
+  args = uid={self.uid} gid={self.gid} home={self.dir}/home/%u
+}}
+
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+
+protocol imap {{
+  mail_max_userip_connections = 1000
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 1
+  client_limit = 900
+{login_chroot}}}
+
+service imap {{
+  process_limit = 500
+}}
+
+# The anvil auth penalty delays every login from an IP after a few failures
+# (login_trusted_networks does not exempt it in 2.3): off for tests.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+{login_chroot}}}
+
+{self.extra_conf}
+"""
+        self.conf_path.write_text(conf)
+
+    # -- users and mail
+    def add_user(self, name, password, wait=True):
+        """Add a user (home and Maildir created). With wait (and Dovecot running), return
+        only once Dovecot's passdb knows the user."""
+        register_secret(password, sasl_plain(name, password), b64(password))
+        self.users[name] = password
+        self._make_home(name)
+        self._write_passwd()
+        if wait and self.running():
+            self.wait_auth(name, password)
+
+    def set_password(self, name, password, wait=True):
+        """Change a password. With wait (and Dovecot running), return only once Dovecot's
+        passdb answers with the new one (passwd-file is re-read at most about once a second)."""
+        if name not in self.users:
+            raise KeyError(name)
+        register_secret(password, sasl_plain(name, password), b64(password))
+        self.users[name] = password
+        self._write_passwd()
+        if wait and self.running():
+            self.wait_auth(name, password)
+
+    def auth_test(self, user, password):
+        """True when Dovecot's passdb accepts user/password (doveadm auth test: no IMAP
+        login, so count_logins is not affected; a failure costs ~0.5 s)."""
+        doveadm = shutil.which("doveadm") or "/usr/bin/doveadm"
+        p = subprocess.run([doveadm, "-c", str(self.conf_path), "auth", "test", user, password],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=10)
+        return p.returncode == 0
+
+    def wait_auth(self, user, password, timeout=8.0):
+        wait_for(lambda: self.auth_test(user, password), timeout, interval=0.05,
+                 what="Dovecot to accept the new password of %s" % user)
+
+    def deliver(self, user, message=None, subject="test", body="hello"):
+        """Put a message into user's INBOX (maildir new/), written in tmp/ and renamed so a
+        reader never sees a partial file. Returns the file's path."""
+        if message is None:
+            message = make_message(subject=subject, body=body, to="%s@example.org" % user)
+        if isinstance(message, str):
+            message = message.encode()
+        md = self.maildir(user)
+        self._make_home(user)
+        self._deliver_n += 1
+        name = "%d.M%dP%dQ%d.imapgate-test" % (time.time(), time.monotonic_ns() % 1000000, os.getpid(), self._deliver_n)
+        tmp = md / "tmp" / name
+        with open(tmp, "wb") as f:
+            f.write(message)
+        os.chmod(tmp, 0o600)
+        self._chown(tmp)
+        dst = md / "new" / name
+        os.rename(tmp, dst)
+        return dst
+
+    # -- logs
+    def log_text(self):
+        """Error/warning log (log_path) plus the info log."""
+        out = []
+        for p in (self.log_path, self.info_log_path):
+            try:
+                out.append(p.read_text(errors="replace"))
+            except FileNotFoundError:
+                pass
+        return "".join(out)
+
+    def info_log_text(self):
+        try:
+            return self.info_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def login_lines(self, user=None):
+        """Info-log lines of successful IMAP logins (optionally of one user)."""
+        pat = re.compile(r"imap-login: (?:Info: )?Login: user=<%s>" % (re.escape(user) if user else "[^>]*"))
+        return [ln for ln in self.info_log_text().splitlines() if pat.search(ln)]
+
+    def count_logins(self, user=None):
+        """Number of successful IMAP logins so far (of user, or of everyone)."""
+        return len(self.login_lines(user))
+
+    def wait_logins(self, user, n, timeout=5.0):
+        """Wait until at least n logins of user are logged (the log process writes
+        asynchronously); return the count."""
+        wait_for(lambda: self.count_logins(user) >= n, timeout, what="%d Dovecot logins of %s" % (n, user))
+        return self.count_logins(user)
+
+    # -- process
+    def start(self, timeout=15.0):
+        if self.proc and self.proc.poll() is None:
+            return self
+        _live.add(self)
+        stdout = open(self.dir / "dovecot.stdout", "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary, "-F", "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            stdout.close()
+        try:
+            wait_listening(self.port, "4", timeout=timeout, proc=self.proc)
+            if self.ipv6:
+                wait_listening(self.port6, "6", timeout=timeout, proc=self.proc)
+            # LISTEN is not enough: the greeting proves imap-login is serving.
+            self._wait_greeting(timeout)
+        except Exception as e:
+            out = (self.dir / "dovecot.stdout").read_text(errors="replace")
+            self.stop()
+            raise HarnessError("dovecot did not start: %s\n%s\n%s" % (e, out, self.log_text()[-3000:])) from e
+        return self
+
+    def _wait_greeting(self, timeout):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with RawClient(self.host, self.port, timeout=max(0.1, deadline - time.monotonic())) as c:
+                    line = c.read_line()
+                    if line.startswith(b"* OK"):
+                        c.sendline("z LOGOUT")
+                        return
+                    last = line
+            except (OSError, EOFError, TimeoutError) as e:
+                last = e
+            time.sleep(0.02)
+        raise TimeoutError("no Dovecot greeting: %r" % (last,))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0, graceful=True):
+        """Stop the master: SIGTERM (Dovecot says BYE to its clients; takes ~1 s), then
+        SIGKILL of the whole process group. graceful=False: SIGKILL at once, like a crash."""
+        if not self.proc:
+            return None
+        if graceful and self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # The master takes its children with it; make sure of it.
+        kill_group(self.proc.pid)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        rc = self.proc.returncode
+        # Port must be free again before a restart.
+        try:
+            wait_for(lambda: not _proc_net_listening(self.port), 5.0, what="dovecot port closed")
+        except TimeoutError:
+            pass
+        return rc
+
+    def restart(self, timeout=15.0):
+        self.stop()
+        return self.start(timeout=timeout)
+
+    def cleanup(self):
+        self.stop(graceful=False)
+        remove_tree(self.dir)
+        _live.discard(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+# --------------------------------------------------------------------------
+# imapgate
+
+
+def _format_value(v):
+    if v is True:
+        return "yes"
+    if v is False:
+        return "no"
+    return str(v)
+
+
+def render_config(cfg):
+    """Config text from a dict. A list value gives one line per item (e.g. several
+    'listen' lines); None drops the key."""
+    lines = []
+    for k, v in cfg.items():
+        if v is None:
+            continue
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            lines.append("%s %s\n" % (k, _format_value(item)))
+    return "".join(lines)
+
+
+def run_check(conf_text, path=None, build=None, timeout=10.0):
+    """Write conf_text to path (default: a temporary file, removed afterwards), run
+    'imapgate -t -f PATH' and return (exit code, stdout+stderr as text)."""
+    tmpdir = None
+    if path is None:
+        tmpdir = tempfile.mkdtemp(prefix="imapgate-check-")
+        path = Path(tmpdir) / "imapgate.conf"
+    try:
+        Path(path).write_text(conf_text)
+        p = subprocess.run(
+            [str(imapgate_binary(build)), "-t", "-f", str(path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+        )
+        return p.returncode, p.stdout.decode(errors="replace")
+    finally:
+        if tmpdir:
+            remove_tree(tmpdir)
+
+
+class Imapgate:
+    """One imapgate process in the foreground (-F) with a generated config.
+
+    g = Imapgate(backend_port=dovecot.port, max_bad_commands=1); g.start(); ... g.stop()
+    """
+
+    def __init__(self, backend_port=None, text=None, build=None, ipv6=None, tmpdir=None, **config):
+        self.build = Path(build or build_dir()).resolve()
+        self.binary = imapgate_binary(self.build)
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="imapgate-gate-"))
+        # The daemon drops to proc_username and re-reads its config on SIGHUP.
+        os.chmod(self.dir, 0o755)
+        self.conf_path = self.dir / "imapgate.conf"
+        self.log_path = self.dir / "imapgate.log"
+        self.proc = None
+        self.returncode = None
+        self.clients = []
+        self.host = "127.0.0.1"
+        self.ipv6 = have_ipv6() if ipv6 is None else (bool(ipv6) and have_ipv6())
+        self.port = free_port()
+        self.port6 = free_port("::1") if self.ipv6 else None
+        if text is not None:
+            self.config = None
+            self.write_config_text(text)
+        else:
+            self.config = self.default_config(backend_port)
+            self.config.update(config)
+            self.write_config()
+
+    def default_config(self, backend_port):
+        cfg = {
+            "server_hostname": "127.0.0.1",
+            "server_port": backend_port if backend_port is not None else 143,
+            "listen": ["127.0.0.1:%d" % self.port] + (["[::1]:%d" % self.port6] if self.ipv6 else []),
+            "connect_retries": 1,
+            "connect_delay": 1,
+        }
+        if IS_ROOT:
+            cfg["proc_username"] = "nobody"
+        return cfg
+
+    # -- config
+    def write_config_text(self, text):
+        # Written then renamed, so a SIGHUP never sees half a file.
+        tmp = self.conf_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.conf_path)
+
+    def write_config(self, **changes):
+        """Apply changes to the dict config (None removes a key) and rewrite the file."""
+        if self.config is None:
+            raise HarnessError("this Imapgate was built from raw text; use write_config_text")
+        for k, v in changes.items():
+            if v is None:
+                self.config.pop(k, None)
+            else:
+                self.config[k] = v
+        self.write_config_text(render_config(self.config))
+
+    def config_text(self):
+        return self.conf_path.read_text()
+
+    # -- process
+    def launch(self):
+        """Start the process without waiting for readiness (for tests that expect failure)."""
+        if not self.binary.exists():
+            raise HarnessError("imapgate binary not built: %s (run make)" % self.binary)
+        _live.add(self)
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "-F", "-f", str(self.conf_path)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(self.dir),
+            )
+        finally:
+            logf.close()
+        self.returncode = None
+        return self
+
+    def start(self, timeout=10.0):
+        """Start and wait until every listener is in LISTEN state."""
+        self.launch()
+        try:
+            wait_listening(self.port, "4", timeout=timeout, proc=self.proc)
+            if self.port6:
+                wait_listening(self.port6, "6", timeout=timeout, proc=self.proc)
+        except Exception as e:
+            if self.proc.poll() is None:
+                self.kill()
+            else:
+                self.returncode = self.proc.returncode
+            raise HarnessError("imapgate did not start: %s\n--- log ---\n%s" % (e, self.log_text()[-4000:])) from e
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self):
+        self.signal(signal.SIGHUP)
+
+    def wait_exit(self, timeout=10.0):
+        """Wait for the process to exit by itself; return its exit code (TimeoutError if not)."""
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("imapgate still running after %.1fs" % timeout) from None
+        return self.returncode
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait (bounded), return the exit code. Kills it (and raises) if it hangs."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            self.returncode = self.proc.returncode
+            return self.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise TimeoutError("imapgate did not exit within %.1fs of SIGTERM" % timeout) from None
+        return self.returncode
+
+    def kill(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            kill_group(self.proc.pid)
+            self.proc.wait(timeout=5)
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def cleanup(self):
+        self.close_clients()
+        self.kill()
+        remove_tree(self.dir)
+        _live.discard(self)
+
+    # -- log
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self):
+        """Position in the log; pass as since= to wait_log to see only later lines."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_lines(self, event=None, since=0):
+        """Log lines (after since), optionally only those with event=EVENT."""
+        text = self.log_text()[since:]
+        lines = text.splitlines()
+        if event:
+            pat = re.compile(r"(^|\s)event=%s(\s|$)" % re.escape(event))
+            lines = [ln for ln in lines if pat.search(ln)]
+        return lines
+
+    def wait_log(self, regex, timeout=5.0, since=0):
+        """Poll the log until regex matches a line written after offset since; return the match."""
+        pat = re.compile(regex, re.M)
+
+        def probe():
+            return pat.search(self.log_text()[since:])
+
+        try:
+            return wait_for(probe, timeout, interval=0.02, what="log line /%s/" % regex)
+        except TimeoutError as e:
+            raise TimeoutError("%s\n--- log ---\n%s" % (e, self.log_text()[-3000:])) from None
+
+    def sanitizer_report(self):
+        """The first sanitizer/UB report in the log, or None."""
+        text = self.log_text()
+        for m in SANITIZER_MARKERS:
+            i = text.find(m)
+            if i != -1:
+                return text[max(0, i - 200): i + 2000]
+        return None
+
+    # -- clients
+    def connect_raw(self, src="127.0.0.1", ipv6=False, timeout=10.0):
+        """A RawClient to the IPv4 listener (bound to src) or, with ipv6=True, to [::1]."""
+        if ipv6:
+            if not self.port6:
+                raise HarnessError("no IPv6 listener")
+            c = RawClient("::1", self.port6, src=None if src == "127.0.0.1" else src, timeout=timeout)
+        else:
+            c = RawClient(self.host, self.port, src=src, timeout=timeout)
+        self.clients.append(c)
+        return c
+
+    def close_clients(self):
+        """Close every RawClient made by connect_raw (so a stop does not wait for them)."""
+        for c in self.clients:
+            c.close()
+        self.clients = []
+
+    def connect_greeted(self, src="127.0.0.1", ipv6=False, timeout=10.0):
+        """connect_raw, then read and check the '* OK' greeting."""
+        c = self.connect_raw(src=src, ipv6=ipv6, timeout=timeout)
+        line = c.read_line()
+        if not line.startswith(b"* OK "):
+            c.close()
+            raise AssertionError("bad greeting: %r" % line)
+        c.greeting = line
+        return c
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+# --------------------------------------------------------------------------
+# IMAP helpers shared by tests and the demo
+
+
+def login_raw(c, user, password, tag="a", timeout=None):
+    """LOGIN with both arguments quoted; return the lines up to the tagged reply."""
+    return c.command(tag, "LOGIN %s %s" % (quote(user), quote(password)), timeout=timeout)
+
+
+def normalize_timing(line):
+    """Drop Dovecot's '(0.001 + 0.000 secs)' timing from a tagged reply."""
+    return re.sub(rb" \([0-9.]+(?: \+ [0-9.]+)* secs\)", b"", line)

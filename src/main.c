@@ -24,6 +24,8 @@
 #include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "stats.h"
 #include "server.h"
 #include "session.h"
 #include "version.h"
@@ -161,6 +163,14 @@ static void reload(void)
 		freeaddrinfo(srv.backend_ai);
 	srv.backend_ai = ai;
 	log_reconfigure(srv.cfg->syslog_facility, srv.cfg->syslog_prioritymask);
+	{
+		const char *err = NULL;
+
+		if (stats_open(srv.cfg->stat_filename, geteuid(), getegid(), &err) == -1)
+			log_warn("event=reload warning=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
+		if (metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
+			log_warn("event=reload warning=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+	}
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
 
@@ -199,6 +209,14 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 	}
 	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\n", IMAPGATE_VERSION, (long)getpid(),
 	          srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port);
+	{
+		struct buf b;
+
+		buf_init(&b, STATS_PROMETHEUS_MAX);
+		if (stats_format_text(&b) == 0)
+			sb_printf(out, "%.*s", (int)buf_len(&b), buf_ptr(&b));
+		buf_free(&b);
+	}
 	return NULL;
 }
 
@@ -370,6 +388,14 @@ int main(int argc, char **argv)
 		if (control_open(srv.cfg->control_socket, run_uid, run_gid, err, sizeof(err)) == -1)
 			fatal("event=start error=\"control socket %s\"", err);
 	}
+	{
+		const char *err = NULL;
+
+		if (stats_open(srv.cfg->stat_filename, run_uid, run_gid, &err) == -1)
+			fatal("event=start error=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
+		if (srv.cfg->metrics_listen && metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
+			fatal("event=start error=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+	}
 	drop_privileges(srv.cfg, run_uid, run_gid);
 
 	sigemptyset(&sigs);
@@ -394,6 +420,7 @@ int main(int argc, char **argv)
 	if (loop_run(srv.loop) == -1)
 		fatal("event=loop_failed error=\"%s\"", strerror(errno));
 	control_close();
+	metrics_close();
 	session_reap();
 	if (probe_running)
 		backend_abort(&probe);

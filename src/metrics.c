@@ -150,6 +150,7 @@ static void client_respond(struct mclient *cl, bool complete)
 	int rc;
 
 	cl->state = MC_ANSWER;
+	loop_timer_start(M.loop, &cl->timer, timeout_ms());
 	eol = memchr(line, '\n', cl->head_len);
 	sp1 = eol ? memchr(line, ' ', (size_t)(eol - line)) : NULL;
 	sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;

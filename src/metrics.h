@@ -4,9 +4,10 @@
  *
  * A deliberately tiny HTTP/1.0 server: one request per connection,
  * "GET /metrics" (or HEAD) answers 200 with the exposition, anything else
- * 404, then the connection is closed. At most METRICS_MAX_CLIENTS at once;
- * each has METRICS_TIMEOUT_MS to send its request head (at most
- * METRICS_HEAD_MAX bytes) and again to take the answer.
+ * 404, then the connection is closed. At most METRICS_MAX_CLIENTS at once
+ * (more get 503); each has METRICS_TIMEOUT_MS to send its request head (at
+ * most METRICS_HEAD_MAX bytes, else 400), as long again to take the answer
+ * and again to close its side.
  */
 #ifndef IMAPGATE_METRICS_H
 #define IMAPGATE_METRICS_H

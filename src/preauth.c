@@ -15,6 +15,7 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "stats.h"
 #include "version.h"
 
 #define USER_MAX 1024
@@ -433,6 +434,8 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	log_sanitize(s->user ? s->user : "", s->user_len, user, sizeof(user));
 	session_forget_credentials(s);
 	if (r == BACKEND_OK) {
+		STATS_INC(STAT_CLIENT_LOGINS_TOTAL);
+		STATS_INC(STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
 		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=new", (unsigned long long)s->id,
 		         user, s->peer_ip, s->peer_port, rip);
 		session_reply(s, "%s %s", s->tag, text);
@@ -441,6 +444,9 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		return;
 	}
 	s->state = SS_PREAUTH;
+	STATS_INC(STAT_CLIENT_LOGIN_FAILURES_TOTAL);
+	if (r == BACKEND_UNAVAILABLE)
+		STATS_INC(STAT_BACKEND_FAILURES_TOTAL);
 	switch (r) {
 	case BACKEND_REFUSED:
 		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed",

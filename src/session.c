@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "stats.h"
 
 #define COUT_CAP (64 * 1024)
 #define BOUT_CAP (32 * 1024)
@@ -155,8 +156,10 @@ static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
 		if (w == -1)
 			return errno == EAGAIN ? 0 : -1;
 		buf_consume(b, (size_t)w);
-		if (count)
+		if (count) {
 			*count += (uint64_t)w;
+			STATS_ADD(STAT_BYTES_TO_CLIENTS_TOTAL, w);
+		}
 	}
 	buf_release(b);
 	return 0;
@@ -264,6 +267,8 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 		srv.sessions->prev = s;
 	srv.sessions = s;
 	srv.n_sessions++;
+	STATS_INC(STAT_CLIENT_CONNECTIONS_CURRENT);
+	STATS_INC(STAT_CLIENT_CONNECTIONS_TOTAL);
 	log_info("event=connect session=%llu client=%s:%u", (unsigned long long)s->id, ip, s->peer_port);
 	if (srv.shutting_down) {
 		session_bye(s, "Server shutting down", "shutdown");
@@ -305,6 +310,9 @@ static void session_close(struct session *s, const char *reason)
 	s->next = srv.closing;
 	srv.closing = s;
 	srv.n_sessions--;
+	STATS_DEC(STAT_CLIENT_CONNECTIONS_CURRENT);
+	if (s->state_relay_counted)
+		STATS_DEC(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT);
 	if (srv.shutting_down && srv.n_sessions == 0)
 		loop_stop(srv.loop);
 }
@@ -496,6 +504,8 @@ void session_enter_relay(struct session *s)
 	}
 	backend_release(&s->be);
 	s->state = SS_RELAY;
+	s->state_relay_counted = true;
+	STATS_INC(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT);
 	s->be.conn.io.fn = server_io;
 	s->be.conn.io.data = s;
 	/* A command pipelined behind LOGIN goes to the server, not the floor. */
@@ -635,6 +645,7 @@ static void client_io(struct loop_io *io, unsigned ev)
 			if (r > 0) {
 				relay_track(&s->track, buf_ptr(&s->bout) + before, (size_t)r);
 				s->bytes_in += (uint64_t)r;
+				STATS_ADD(STAT_BYTES_FROM_CLIENTS_TOTAL, r);
 				s->started_ms = loop_now(srv.loop);
 				if (flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
 					session_close(s, "server_write_error");
@@ -645,6 +656,7 @@ static void client_io(struct loop_io *io, unsigned ev)
 			r = pump_in(&s->client, &s->cin);
 			if (r > 0) {
 				s->bytes_in += (uint64_t)r;
+				STATS_ADD(STAT_BYTES_FROM_CLIENTS_TOTAL, r);
 				preauth_process(s);
 			}
 		}

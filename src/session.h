@@ -66,6 +66,7 @@ struct session {
 	uint64_t started_ms;
 	uint64_t bytes_in, bytes_out;
 	struct relay_track track;
+	bool state_relay_counted; /* counted in server_connections_in_use */
 };
 
 /* Take over an accepted, set-up socket. Sends the greeting. */

@@ -219,7 +219,8 @@ int stats_open(const char *path, uid_t uid, gid_t gid, const char **error_r)
 		goto fail;
 	}
 	close(fd);
-	memset(map, 0, STATS_FILE_SIZE);
+	/* init_block writes every byte of the file. No memset first: a reader
+	 * of the file left by the previous run would see a zero header. */
 	init_block(map, (uint64_t *)((char *)map + sizeof(struct stats_header)));
 	if (file_map != NULL) {
 		munmap(file_map, STATS_FILE_SIZE);
@@ -426,12 +427,16 @@ static void snapshot_from(const volatile struct stats_header *h, const volatile 
 void stats_view_snapshot(const struct stats_view *v, struct stats_snapshot *s)
 {
 	const volatile struct stats_header *h = v->map;
-	/* Bounds were checked at open; the header's sizes are re-read here but
-	 * the writer never changes them in place. */
+	/* Bounds were checked at open, but another writer may have taken the
+	 * file since: re-check, never read past the mapping. */
 	size_t hs = h->header_size, n = h->n_counters;
 
-	if (hs + n * 8 > v->len)
-		n = hs < v->len ? (v->len - hs) / 8 : 0;
+	if (hs < sizeof(struct stats_header) || hs % 8 != 0 || hs > v->len) {
+		hs = sizeof(struct stats_header);
+		n = 0;
+	} else if (n > (v->len - hs) / 8) {
+		n = (v->len - hs) / 8;
+	}
 	snapshot_from(h, (const volatile uint64_t *)((const char *)v->map + hs), n, s);
 }
 

@@ -491,7 +491,20 @@ static void test_open_errors(void **state)
 	memcpy(c, raw + 48, sizeof(c));
 	assert_int_equal(c[STAT_CLIENT_LOGINS_TOTAL], 2);
 
-	if (geteuid() != 0) {
+	if (geteuid() == 0) {
+		/* As root: handed to the run user, and a file that belongs to
+		 * someone else is refused. */
+		assert_int_equal(stats_open(path_b, 65534, 65534, &err), 0);
+		assert_int_equal(stat(path_b, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+		assert_int_equal(st.st_gid, 65534);
+		stats_close();
+		assert_int_equal(stats_open(path_b, 65534, 65534, &err), 0);
+		stats_close();
+		assert_int_equal(chown(path_b, 12345, 12345), 0);
+		expect_open_error(path_b, "belongs to uid 12345");
+		assert_int_equal(stats_open(path_a, (uid_t)-1, (gid_t)-1, &err), 0);
+	} else {
 		/* Files are created with the configured mode even in a directory
 		 * we may not write: an unwritable directory is a clear error. */
 		snprintf(p, sizeof(p), "%s/ro", dir);

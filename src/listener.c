@@ -61,7 +61,7 @@ static void listener_accept(struct loop_io *io, unsigned ev)
 			close(fd);
 			continue;
 		}
-		session_accept(fd, (struct sockaddr *)&ss, sl);
+		session_accept(fd, (struct sockaddr *)&ss, sl, ((struct listener *)io->data)->spec.opts);
 	}
 }
 

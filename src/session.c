@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "proxy_proto.h"
 #include "stats.h"
 
 #define COUT_CAP (64 * 1024)
@@ -187,6 +188,11 @@ static void session_timeout(struct loop_timer *t)
 		return;
 	}
 	switch (s->state) {
+	case SS_PROXY:
+		log_warn("event=proxy_error session=%llu client=%s:%u reason=header_timeout", (unsigned long long)s->id,
+		         s->peer_ip, s->peer_port);
+		session_close(s, "proxy_header_timeout");
+		break;
 	case SS_PREAUTH:
 	case SS_SASL:
 		log_info("event=auth_timeout session=%llu client=%s:%u", (unsigned long long)s->id,
@@ -209,10 +215,101 @@ static void session_timeout(struct loop_timer *t)
 	}
 }
 
-void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
+/* The client is who it is now (socket, or PROXY header): apply the
+ * per-address limit and the guard, then greet. */
+static void session_admit(struct session *s)
+{
+	const struct sockaddr *sa = (struct sockaddr *)&s->peer;
+	unsigned per_ip = ipcount_inc(sa);
+
+	s->state = SS_PREAUTH;
+	s->ip_counted = per_ip != 0;
+	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->auth_timeout * 1000);
+	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip)) {
+		log_warn("event=refused session=%llu client=%s:%u reason=max_connections_per_ip",
+		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
+		session_bye(s, "Too many connections from your address", "max_connections_per_ip");
+		return;
+	}
+	if (srv.shutting_down) {
+		session_bye(s, "Server shutting down", "shutdown");
+		return;
+	}
+	if (!session_guard_admit(s))
+		return;
+	preauth_greeting(s);
+}
+
+/* Set the client address the session stands for. */
+static void session_set_peer(struct session *s, const struct sockaddr *sa, socklen_t salen)
+{
+	memset(&s->peer, 0, sizeof(s->peer));
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	addr_format_ip(sa, s->peer_ip, sizeof(s->peer_ip));
+	s->peer_port = addr_port(sa);
+}
+
+/*
+ * PROXY header from a trusted balancer. Bytes are peeked first and only the
+ * header's own are consumed, so a TLS ClientHello behind it stays in the
+ * socket for the TLS layer.
+ */
+static void session_read_proxy(struct session *s)
+{
+	uint8_t peek[PROXY_HEADER_MAX];
+	size_t have = buf_len(&s->cin), used = 0;
+	struct proxy_info info;
+	const char *why = NULL;
+	enum proxy_status st;
+	ssize_t r;
+
+	r = recv(s->client.io.fd, peek + have, sizeof(peek) - have, MSG_PEEK);
+	if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR)) {
+		log_info("event=proxy_error session=%llu client=%s:%u reason=closed_before_header",
+		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
+		session_close(s, "proxy_header_missing");
+		return;
+	}
+	if (r == -1)
+		return;
+	memcpy(peek, buf_ptr(&s->cin), have);
+	st = proxy_parse(peek, have + (size_t)r, &info, &used, &why);
+	if (st == PROXY_ERROR) {
+		log_warn("event=proxy_error session=%llu client=%s:%u reason=bad_header error=\"%s\"",
+		         (unsigned long long)s->id, s->peer_ip, s->peer_port, why);
+		session_close(s, "proxy_header_invalid");
+		return;
+	}
+	/* MORE: everything seen is header, take it. DONE: take the rest of it. */
+	{
+		size_t take = st == PROXY_MORE ? (size_t)r : used - have;
+
+		if (recv(s->client.io.fd, peek + have, take, 0) != (ssize_t)take) {
+			session_close(s, "proxy_read_error");
+			return;
+		}
+		if (st == PROXY_MORE) {
+			buf_append(&s->cin, peek + have, take);
+			return;
+		}
+	}
+	buf_consume(&s->cin, buf_len(&s->cin));
+	buf_release(&s->cin);
+	if (!info.local) {
+		char was[ADDR_STRLEN];
+		unsigned was_port = s->peer_port;
+
+		memcpy(was, s->peer_ip, sizeof(was));
+		session_set_peer(s, (struct sockaddr *)&info.src, sizeof(info.src));
+		log_info("event=proxy session=%llu client=%s:%u via=%s:%u", (unsigned long long)s->id, s->peer_ip,
+		         s->peer_port, was, was_port);
+	}
+	session_admit(s);
+}
+
+void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned listen_opts)
 {
 	struct session *s;
-	unsigned per_ip;
 	struct imap_parser_limits lim;
 	char ip[ADDR_STRLEN];
 
@@ -225,17 +322,6 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 		close(fd);
 		return;
 	}
-	per_ip = ipcount_inc(sa);
-	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip)) {
-		static const char bye[] = "* BYE Too many connections from your address\r\n";
-
-		log_warn("event=refused client=%s:%u reason=max_connections_per_ip", ip, addr_port(sa));
-		(void)!write(fd, bye, sizeof(bye) - 1);
-		close(fd);
-		if (per_ip)
-			ipcount_dec(sa);
-		return;
-	}
 	s = calloc(1, sizeof(*s));
 	lim.max_line = srv.cfg->max_line_length;
 	lim.max_literal = srv.cfg->preauth_max_literal;
@@ -244,15 +330,14 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 		s->parser = imap_parser_new(&lim);
 	if (s == NULL || s->parser == NULL) {
 		log_err("event=refused client=%s:%u reason=out_of_memory", ip, addr_port(sa));
-		free(s);
+		if (s)
+			free(s);
 		close(fd);
-		ipcount_dec(sa);
 		return;
 	}
 	s->id = ++srv.next_id;
-	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
-	memcpy(s->peer_ip, ip, sizeof(ip));
-	s->peer_port = addr_port(sa);
+	s->listen_opts = listen_opts;
+	session_set_peer(s, sa, salen);
 	s->started_ms = loop_now(srv.loop);
 	conn_tcp_init(&s->client, fd, client_io, s);
 	s->be.conn.io.fd = -1;
@@ -261,7 +346,6 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	buf_init(&s->bout, BOUT_CAP);
 	s->timer.fn = session_timeout;
 	s->timer.data = s;
-	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->auth_timeout * 1000);
 	s->next = srv.sessions;
 	if (srv.sessions)
 		srv.sessions->prev = s;
@@ -270,10 +354,17 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen)
 	STATS_INC(STAT_CLIENT_CONNECTIONS_CURRENT);
 	STATS_INC(STAT_CLIENT_CONNECTIONS_TOTAL);
 	log_info("event=connect session=%llu client=%s:%u", (unsigned long long)s->id, ip, s->peer_port);
-	if (srv.shutting_down) {
-		session_bye(s, "Server shutting down", "shutdown");
+	if (listen_opts & LISTEN_OPT_PROXY_PROTOCOL) {
+		if (!cidr_list_match(&srv.cfg->trusted_proxies, sa)) {
+			log_warn("event=refused session=%llu client=%s:%u reason=untrusted_proxy",
+			         (unsigned long long)s->id, ip, s->peer_port);
+			session_close(s, "untrusted_proxy");
+			return;
+		}
+		s->state = SS_PROXY;
+		loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->proxy_header_timeout * 1000);
 	} else {
-		preauth_greeting(s);
+		session_admit(s);
 	}
 	session_update(s);
 }
@@ -297,7 +388,8 @@ static void session_close(struct session *s, const char *reason)
 		conn_close(srv.loop, &s->be.conn);
 	conn_close(srv.loop, &s->client);
 	loop_timer_stop(srv.loop, &s->timer);
-	ipcount_dec((struct sockaddr *)&s->peer);
+	if (s->ip_counted)
+		ipcount_dec((struct sockaddr *)&s->peer);
 	session_forget_credentials(s);
 	s->state = SS_CLOSED;
 	if (s->prev)
@@ -354,6 +446,8 @@ static void session_update(struct session *s)
 	if (!s->flush_then_close && !s->client_eof) {
 		if ((s->state == SS_PREAUTH || s->state == SS_SASL) && buf_len(&s->cout) < COUT_CAP / 2 &&
 		    buf_space(&s->cin) > 0)
+			cw |= LOOP_READ;
+		else if (s->state == SS_PROXY)
 			cw |= LOOP_READ;
 		else if (s->state == SS_RELAY && buf_space(&s->bout) > 0)
 			cw |= LOOP_READ;
@@ -635,6 +729,12 @@ static void client_io(struct loop_io *io, unsigned ev)
 		return;
 	if ((ev & LOOP_WRITE) && flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 		session_close(s, "client_write_error");
+		return;
+	}
+	if ((ev & LOOP_READ) && s->state == SS_PROXY) {
+		session_read_proxy(s);
+		if (s->state != SS_CLOSED)
+			session_update(s);
 		return;
 	}
 	if (ev & LOOP_READ) {

@@ -17,6 +17,7 @@
 #include "loop.h"
 
 enum session_state {
+	SS_PROXY,   /* waiting for the PROXY header of a trusted balancer */
 	SS_PREAUTH, /* imapgate answers the client itself */
 	SS_SASL,    /* waiting for an AUTHENTICATE response line */
 	SS_LOGIN,   /* backend connection and LOGIN in progress */
@@ -67,10 +68,12 @@ struct session {
 	uint64_t bytes_in, bytes_out;
 	struct relay_track track;
 	bool state_relay_counted; /* counted in server_connections_in_use */
+	bool ip_counted;       /* counted in the per-address limit */
+	unsigned listen_opts;  /* LISTEN_OPT_* of the listener it came from */
 };
 
 /* Take over an accepted, set-up socket. Sends the greeting. */
-void session_accept(int fd, const struct sockaddr *sa, socklen_t salen);
+void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned listen_opts);
 /* Free sessions closed during this loop iteration (before-sleep hook). */
 void session_reap(void);
 /* SIGTERM: pre-login sessions get BYE now; relays may finish. */
@@ -84,6 +87,10 @@ void preauth_command(struct session *s, const struct imap_command *cmd);
 void preauth_sasl_line(struct session *s, const char *line, size_t len);
 void preauth_login_done(struct session *s, enum backend_result r, const char *text);
 void preauth_capability_line(char *out, size_t outsz);
+
+/* The guard's say (session_guard.c): false when the session was refused
+ * (and is being closed). */
+bool session_guard_admit(struct session *s);
 
 /* Services session.c gives preauth.c. */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

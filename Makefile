@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 20
 WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc
-LIBS     = -lssl -lcrypto
+LIBS     = -lssl -lcrypto -lsqlite3 -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 
 #define BACKEND_LINE_MAX 65536
 
@@ -29,6 +30,7 @@ enum {
 	B_CONNECTING,
 	B_GREETING,
 	B_CAPA,
+	B_STARTTLS,   /* sent "IG0 STARTTLS" */
 	B_ID,
 	B_PREAUTH,
 	B_LOGIN_USER, /* sent "IG4 LOGIN {n}", waiting for "+" */
@@ -58,6 +60,49 @@ static void backend_fail(struct backend *b, const char *reason)
 	backend_finish(b, BACKEND_UNAVAILABLE, reason);
 }
 
+/* A read or write failed: name TLS failures (before the conn is gone). */
+static void backend_fail_io(struct backend *b, const char *reason)
+{
+	const char *e = b->tls ? conn_tls_error(&b->conn) : NULL;
+
+	if (e) {
+		snprintf(b->detail, sizeof(b->detail), "%s", e);
+		reason = "backend_tls_failed";
+	}
+	backend_fail(b, reason);
+}
+
+/* How this connection must be secured before credentials may cross it. */
+static bool backend_wants_starttls(const struct backend *b)
+{
+	const struct config *c = srv.cfg;
+
+	if (b->tls || c->server_tls == TLS_MODE_NONE || c->server_tls == TLS_MODE_IMPLICIT)
+		return false;
+	if (c->force_tls || c->server_tls == TLS_MODE_STARTTLS)
+		return true;
+	return b->caps_starttls || b->caps_logindisabled;
+}
+
+static bool backend_implicit_tls(void)
+{
+	const struct config *c = srv.cfg;
+
+	return c->server_tls == TLS_MODE_IMPLICIT ||
+	       (c->server_tls == TLS_MODE_AUTO && !c->force_tls && strcmp(c->server_port, "993") == 0) ||
+	       (c->server_tls == TLS_MODE_AUTO && !c->force_tls && strcmp(c->server_port, "imaps") == 0);
+}
+
+static int backend_start_tls(struct backend *b)
+{
+	const char *name = srv.cfg->tls_server_name ? srv.cfg->tls_server_name : srv.cfg->server_hostname;
+
+	if (srv.tls_client == NULL || conn_tls_start_client(&b->conn, srv.tls_client, name, srv.cfg->tls_verify_server) == -1)
+		return -1;
+	b->tls = true;
+	return 0;
+}
+
 static void backend_timeout(struct loop_timer *t)
 {
 	struct backend *b = t->data;
@@ -83,7 +128,7 @@ static int backend_want(struct backend *b)
 
 	if (b->state == B_CONNECTING || buf_len(&b->out) > 0)
 		want |= LOOP_WRITE;
-	return loop_io_set(srv.loop, &b->conn.io, want);
+	return loop_io_set(srv.loop, &b->conn.io, want | conn_want(&b->conn));
 }
 
 /* Try the resolved addresses in turn, starting after those already tried. */
@@ -137,6 +182,9 @@ void backend_start(struct backend *b, backend_done_fn *done, void *data)
 	b->data = data;
 	b->ai_tried = 0;
 	b->reason[0] = '\0';
+	b->detail[0] = '\0';
+	b->tls = false;
+	b->caps_starttls = b->caps_logindisabled = false;
 	b->conn.io.fd = -1;
 	b->timer.fn = backend_timeout;
 	b->timer.data = b;
@@ -180,12 +228,27 @@ static bool word_is(const char *line, size_t len, const char *word)
 	return len >= wl && strncasecmp(line, word, wl) == 0 && (len == wl || line[wl] == ' ');
 }
 
+static bool caps_have(const char *p, size_t len, const char *word)
+{
+	size_t wl = strlen(word);
+
+	for (size_t i = 0; i + wl <= len; i++)
+		if ((i == 0 || p[i - 1] == ' ') && strncasecmp(p + i, word, wl) == 0 &&
+		    (i + wl == len || p[i + wl] == ' ' || p[i + wl] == ']'))
+			return true;
+	return false;
+}
+
 /* Take the capability atoms out of "* CAPABILITY a b c" or "[CAPABILITY a b]". */
-static void backend_take_caps(const char *p, size_t len)
+static void backend_take_caps(struct backend *b, const char *p, size_t len)
 {
 	const char *end = memchr(p, ']', len);
 
-	server_set_caps(p, end ? (size_t)(end - p) : len);
+	if (end)
+		len = (size_t)(end - p);
+	b->caps_starttls = caps_have(p, len, "STARTTLS");
+	b->caps_logindisabled = caps_have(p, len, "LOGINDISABLED");
+	server_set_caps(p, len);
 }
 
 static void backend_send_login(struct backend *b)
@@ -196,6 +259,15 @@ static void backend_send_login(struct backend *b)
 
 static void backend_after_caps(struct backend *b)
 {
+	if (backend_wants_starttls(b)) {
+		if (!b->caps_starttls && !srv.cfg->force_tls && srv.cfg->server_tls != TLS_MODE_STARTTLS) {
+			backend_fail(b, "backend_logindisabled_without_starttls");
+			return;
+		}
+		backend_send(b, "IG0 STARTTLS\r\n", 14);
+		b->state = B_STARTTLS;
+		return;
+	}
 	if (b->user == NULL) {
 		/* Probe: we only wanted the capabilities; LOGOUT is best effort. */
 		(void)conn_write(&b->conn, "IG9 LOGOUT\r\n", 12);
@@ -203,7 +275,8 @@ static void backend_after_caps(struct backend *b)
 		b->state = B_SUCCESS;
 		return;
 	}
-	if (srv.caps_logindisabled) {
+	if (b->caps_logindisabled && !b->tls) {
+		/* Never credentials in cleartext to a server that refuses them. */
 		backend_fail(b, "backend_logindisabled");
 		return;
 	}
@@ -232,7 +305,7 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 			const char *c = line + 5;
 
 			if (len > 5 + 12 && strncasecmp(c, "[CAPABILITY ", 12) == 0) {
-				backend_take_caps(c + 12, len - 5 - 12);
+				backend_take_caps(b, c + 12, len - 5 - 12);
 				backend_after_caps(b);
 			} else {
 				backend_send(b, "IG1 CAPABILITY\r\n", 16);
@@ -244,10 +317,13 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 		return;
 	case B_CAPA:
 		if (len > 13 && strncasecmp(line, "* CAPABILITY ", 13) == 0) {
-			backend_take_caps(line + 13, len - 13);
+			backend_take_caps(b, line + 13, len - 13);
 			return;
 		}
 		tag = "IG1 ";
+		break;
+	case B_STARTTLS:
+		tag = "IG0 ";
 		break;
 	case B_ID:
 		tag = "IG2 ";
@@ -301,6 +377,8 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 			backend_finish(b, BACKEND_PREAUTH_REFUSED, text);
 		else if (b->state == B_CAPA)
 			backend_fail(b, "backend_capability_failed");
+		else if (b->state == B_STARTTLS)
+			backend_fail(b, "backend_starttls_refused");
 		else
 			backend_finish(b, BACKEND_REFUSED, text);
 		return;
@@ -308,6 +386,20 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 	switch (b->state) {
 	case B_CAPA:
 		backend_after_caps(b);
+		return;
+	case B_STARTTLS:
+		/* Anything the server sent after its OK came before TLS: drop it
+		 * (the response-injection class of bug); the caller consumes this
+		 * line, so mark the rest for discarding. */
+		b->discard_after_line = true;
+		if (backend_start_tls(b) == -1) {
+			backend_fail(b, "backend_tls_setup_failed");
+			return;
+		}
+		/* Capabilities change under TLS: ask again. */
+		b->caps_starttls = b->caps_logindisabled = false;
+		backend_send(b, "IG1 CAPABILITY\r\n", 16);
+		b->state = B_CAPA;
 		return;
 	case B_ID:
 		if (srv.cfg->preauth_command) {
@@ -343,7 +435,13 @@ static void backend_io(struct loop_io *io, unsigned ev)
 			return;
 		}
 		b->state = B_GREETING;
+		if (backend_implicit_tls() && backend_start_tls(b) == -1) {
+			backend_fail(b, "backend_tls_setup_failed");
+			return;
+		}
 	}
+	if (b->tls)
+		ev |= LOOP_READ | LOOP_WRITE;
 	if (ev & LOOP_WRITE) {
 		while (buf_len(&b->out) > 0) {
 			ssize_t w = conn_write(&b->conn, buf_ptr(&b->out), buf_len(&b->out));
@@ -351,7 +449,7 @@ static void backend_io(struct loop_io *io, unsigned ev)
 			if (w == -1) {
 				if (errno == EAGAIN)
 					break;
-				backend_fail(b, "backend_write_error");
+				backend_fail_io(b, "backend_write_error");
 				return;
 			}
 			buf_consume(&b->out, (size_t)w);
@@ -370,7 +468,7 @@ static void backend_io(struct loop_io *io, unsigned ev)
 			}
 			r = conn_read(&b->conn, w, room);
 			if (r == 0 || (r == -1 && errno != EAGAIN)) {
-				backend_fail(b, "backend_closed");
+				backend_fail_io(b, r == 0 ? "backend_closed" : "backend_read_error");
 				return;
 			}
 			if (r == -1)
@@ -386,13 +484,19 @@ static void backend_io(struct loop_io *io, unsigned ev)
 				if (b->state == B_IDLE)
 					return; /* failed and reported */
 				buf_consume(&b->in, (size_t)lf + 1);
+				if (b->discard_after_line) {
+					b->discard_after_line = false;
+					buf_consume(&b->in, buf_len(&b->in));
+				}
 				if (b->state == B_SUCCESS) {
 					/* The bytes left in b->in are the owner's now. */
 					backend_finish(b, BACKEND_OK, b->text);
 					return;
 				}
 			}
-			if ((size_t)r < room)
+			/* Plain TCP: a short read drained the socket. TLS may still
+			 * hold decrypted bytes: read until it says EAGAIN. */
+			if ((size_t)r < room && !b->tls)
 				break;
 		}
 	}

@@ -38,6 +38,10 @@ struct backend {
 	void *data;
 	char reason[96];         /* snake_case reason when UNAVAILABLE */
 	char text[512];          /* the server's OK text, for the client */
+	char detail[160];        /* e.g. the TLS verification error */
+	bool tls;                /* the connection runs TLS (implicit or STARTTLS) */
+	bool caps_starttls, caps_logindisabled; /* as this server said */
+	bool discard_after_line;
 };
 
 /*

@@ -334,27 +334,34 @@ static void mask_bits(uint8_t *a, unsigned bits, size_t len)
 		a[i] = 0;
 }
 
-static bool sockaddr_bytes(const struct sockaddr *sa, int *family, uint8_t a[16])
+/* Raw address into (family, 16 bytes) with v4-mapped IPv6 made IPv4. */
+static bool raw_bytes(int family, const uint8_t *in, int *fam, uint8_t a[16])
 {
 	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 	memset(a, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		memcpy(a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-		*family = AF_INET;
-		return true;
+	if (family == AF_INET6 && memcmp(in, mapped, 12) == 0) {
+		in += 12;
+		family = AF_INET;
 	}
-	if (sa->sa_family != AF_INET6)
+	if (family != AF_INET && family != AF_INET6)
 		return false;
-	const uint8_t *s6 = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
-	if (memcmp(s6, mapped, 12) == 0) {
-		memcpy(a, s6 + 12, 4);
-		*family = AF_INET;
-	} else {
-		memcpy(a, s6, 16);
-		*family = AF_INET6;
-	}
+	memcpy(a, in, family == AF_INET ? 4 : 16);
+	*fam = family;
 	return true;
+}
+
+static bool sockaddr_bytes(const struct sockaddr *sa, int *family, uint8_t a[16])
+{
+	if (sa->sa_family == AF_INET)
+		return raw_bytes(AF_INET,
+		                 (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+		                 family, a);
+	if (sa->sa_family == AF_INET6)
+		return raw_bytes(AF_INET6,
+		                 ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr,
+		                 family, a);
+	return false;
 }
 
 static void make_key(int family, const uint8_t *a, unsigned bits, struct cidr *k)
@@ -373,21 +380,12 @@ static unsigned key_bits(const struct guard *g, int family)
 
 int guard_key_from_raw(const struct guard *g, int family, const uint8_t *bytes, struct cidr *key)
 {
-	struct sockaddr_storage ss;
+	uint8_t a[16];
 
-	memset(&ss, 0, sizeof ss);
-	if (family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, bytes, 4);
-	} else if (family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, bytes, 16);
-	} else {
+	if (!raw_bytes(family, bytes, &family, a))
 		return -1;
-	}
-	return guard_key_from_sockaddr(g, (const struct sockaddr *)&ss, key);
+	make_key(family, a, key_bits(g, family), key);
+	return 0;
 }
 
 int guard_key_from_sockaddr(const struct guard *g, const struct sockaddr *sa, struct cidr *key)
@@ -976,6 +974,11 @@ void guard_set_params(struct guard *g, const struct guard_params *p)
 	params_fix(&g->p);
 }
 
+void guard_get_params(const struct guard *g, struct guard_params *p)
+{
+	*p = g->p;
+}
+
 /* ---- the decisions ---------------------------------------------------------- */
 
 void guard_check_login(const struct guard *g, const struct sockaddr *sa, const char *user,
@@ -1031,6 +1034,8 @@ int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char 
 	p = prefix_get(g, &r->key, now);
 	if (!p)
 		return -1;
+	if (is_banned(p) && p->ban_expiry <= now)
+		ban_end(g, p, now, true); /* ran out before guard_expire came by */
 	prefix_touch(g, p, now);
 	hits_prune(&p->hits, now, g->p.findtime);
 	uh = user_hash(g, user);

@@ -128,6 +128,9 @@ void guard_set_sink(struct guard *g, guard_event_fn *fn, void *ctx);
  */
 void guard_set_params(struct guard *g, const struct guard_params *p);
 
+/* The parameters in force (caps with their defaults filled in). */
+void guard_get_params(const struct guard *g, struct guard_params *p);
+
 /*
  * The prefix key of an address, per ipv4_prefix/ipv6_prefix. A v4-mapped
  * IPv6 address is an IPv4 address. Returns 0, or -1 for a family other

@@ -72,7 +72,7 @@ void fatal(const char *fmt, ...)
 	exit(1);
 }
 
-void log_sanitize(const char *in, size_t len, char *out, size_t outsz)
+static void sanitize(const char *in, size_t len, char *out, size_t outsz, bool spaces)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
@@ -81,7 +81,8 @@ void log_sanitize(const char *in, size_t len, char *out, size_t outsz)
 		return;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)in[i];
-		bool plain = c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+		bool plain = (c > 0x20 || (spaces && c == ' ')) && c < 0x7f && c != '"' && c != '\\' &&
+		             (spaces || c != '=');
 		size_t need = plain ? 1 : 4;
 
 		if (o + need + 4 > outsz) {
@@ -101,4 +102,14 @@ void log_sanitize(const char *in, size_t len, char *out, size_t outsz)
 		}
 	}
 	out[o] = '\0';
+}
+
+void log_sanitize(const char *in, size_t len, char *out, size_t outsz)
+{
+	sanitize(in, len, out, outsz, false);
+}
+
+void log_sanitize_text(const char *in, size_t len, char *out, size_t outsz)
+{
+	sanitize(in, len, out, outsz, true);
 }

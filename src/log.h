@@ -33,5 +33,7 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
  * the cut. Always NUL-terminates.
  */
 void log_sanitize(const char *in, size_t len, char *out, size_t outsz);
+/* Same, but keeps spaces and '=': for text inside a quoted value. */
+void log_sanitize_text(const char *in, size_t len, char *out, size_t outsz);
 
 #endif

@@ -26,12 +26,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "stats.h"
+#include "tls.h"
 #include "server.h"
 #include "session.h"
 #include "version.h"
 
 static struct loop_io sig_io;
-static struct loop_timer shutdown_timer, probe_timer;
+static struct loop_timer shutdown_timer, probe_timer, pending_timer;
 static struct backend probe;
 static unsigned probe_tries;
 static bool probe_running, accepting;
@@ -48,7 +49,7 @@ static void report_log(void *ctx, const char *msg)
 	char clean[1024];
 
 	(*(unsigned *)ctx)++;
-	log_sanitize(msg, strlen(msg), clean, sizeof(clean));
+	log_sanitize_text(msg, strlen(msg), clean, sizeof(clean));
 	log_err("event=config_error error=\"%s\"", clean);
 }
 
@@ -80,15 +81,20 @@ static void probe_done(struct backend *b, enum backend_result r, const char *tex
 	if (r == BACKEND_OK) {
 		conn_close(srv.loop, &b->conn);
 		backend_release(b);
-		log_info("event=backend_ready host=%s port=%s", srv.cfg->server_hostname, srv.cfg->server_port);
-	} else if (++probe_tries < srv.cfg->connect_retries) {
-		log_warn("event=backend_unreachable host=%s port=%s reason=%s retry_in=%u", srv.cfg->server_hostname,
-		         srv.cfg->server_port, b->reason, srv.cfg->connect_delay);
-		probe_timer.fn = probe_retry;
-		loop_timer_start(srv.loop, &probe_timer, (uint64_t)srv.cfg->connect_delay * 1000);
+		log_info("event=backend_ready host=%s port=%s tls=%s", srv.cfg->server_hostname, srv.cfg->server_port,
+		         b->tls ? "yes" : "no");
 	} else {
-		log_warn("event=backend_unreachable host=%s port=%s reason=%s serving=yes", srv.cfg->server_hostname,
-		         srv.cfg->server_port, b->reason);
+		bool retry = ++probe_tries < srv.cfg->connect_retries;
+		char why[200];
+
+		log_sanitize_text(b->detail, strlen(b->detail), why, sizeof(why));
+		log_warn("event=backend_unreachable host=%s port=%s reason=%s%s%s%s %s=%u", srv.cfg->server_hostname,
+		         srv.cfg->server_port, b->reason, why[0] ? " error=\"" : "", why, why[0] ? "\"" : "",
+		         retry ? "retry_in" : "retries_done", retry ? srv.cfg->connect_delay : probe_tries);
+		if (retry) {
+			probe_timer.fn = probe_retry;
+			loop_timer_start(srv.loop, &probe_timer, (uint64_t)srv.cfg->connect_delay * 1000);
+		}
 	}
 	/* Accept once the first answer (or failure) is known, so that the
 	 * greeting carries the server's capabilities. */
@@ -144,6 +150,38 @@ static void begin_shutdown(void)
 	loop_timer_start(srv.loop, &shutdown_timer, (uint64_t)srv.cfg->shutdown_timeout * 1000);
 }
 
+static void pending_wake(struct loop_timer *t)
+{
+	(void)t; /* only here so that epoll_wait does not sleep */
+}
+
+/* TLS contexts from cfg. On error: returns -1 with the reason in err. */
+static int make_tls(const struct config *cfg, struct tls_ctx **server, struct tls_ctx **client, char *err,
+                    size_t errsz)
+{
+	char buf[512];
+	const char *e = NULL;
+
+	*server = tls_server_ctx_new(cfg, buf, sizeof(buf), &e);
+	if (*server == NULL && e) {
+		snprintf(err, errsz, "%s", e);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_listen; i++)
+		if ((cfg->listen[i].opts & LISTEN_OPT_TLS) && *server == NULL) {
+			snprintf(err, errsz, "%s:%u: listen: the tls option needs client_tls_cert_file", cfg->path,
+			         cfg->listen[i].line);
+			return -1;
+		}
+	*client = tls_client_ctx_new(cfg, buf, sizeof(buf), &e);
+	if (*client == NULL) {
+		snprintf(err, errsz, "%s", e ? e : "cannot make the backend TLS context");
+		tls_ctx_unref(server);
+		return -1;
+	}
+	return 0;
+}
+
 static void reload(void)
 {
 	struct config *ncfg = NULL;
@@ -153,6 +191,23 @@ static void reload(void)
 	if (config_load(srv.cfg->path, &ncfg, report_log, &errors) == -1) {
 		log_err("event=reload status=failed errors=%u file=%s", errors, srv.cfg->path);
 		return;
+	}
+	{
+		struct tls_ctx *ts = NULL, *tc = NULL;
+		char err[600], clean[600];
+
+		/* A bad certificate keeps the old config, certificates included. */
+		if (make_tls(ncfg, &ts, &tc, err, sizeof(err)) == -1) {
+			log_sanitize_text(err, strlen(err), clean, sizeof(clean));
+			log_err("event=config_error error=\"%s\"", clean);
+			log_err("event=reload status=failed errors=1 file=%s", srv.cfg->path);
+			config_free(&ncfg);
+			return;
+		}
+		tls_ctx_unref(&srv.tls_server);
+		tls_ctx_unref(&srv.tls_client);
+		srv.tls_server = ts;
+		srv.tls_client = tc;
 	}
 	if (listener_changed(ncfg))
 		log_warn("event=reload warning=\"listen addresses change only on restart\"");
@@ -190,7 +245,11 @@ static void signal_io(struct loop_io *io, unsigned ev)
 static void before_sleep(void *data)
 {
 	(void)data;
+	session_run_pending();
 	session_reap();
+	/* Sessions still holding decrypted TLS bytes must not wait for epoll. */
+	if (srv.pending)
+		loop_timer_start(srv.loop, &pending_timer, 0);
 }
 
 /* --- control commands -------------------------------------------------- */
@@ -364,8 +423,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: configuration not loaded\n", path);
 		return 1;
 	}
+	{
+		char err[600];
+
+		if (make_tls(srv.cfg, &srv.tls_server, &srv.tls_client, err, sizeof(err)) == -1) {
+			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, "%s: configuration not loaded\n", path);
+			return 1;
+		}
+	}
 	if (check) {
 		printf("%s: configuration OK\n", path);
+		tls_ctx_unref(&srv.tls_server);
+		tls_ctx_unref(&srv.tls_client);
 		config_free(&srv.cfg);
 		return 0;
 	}
@@ -410,6 +480,7 @@ int main(int argc, char **argv)
 	sig_io.fn = signal_io;
 	loop_io_set(srv.loop, &sig_io, LOOP_READ);
 	loop_set_before_sleep(srv.loop, before_sleep, NULL);
+	pending_timer.fn = pending_wake;
 
 	log_info("event=start version=%s config=%s backend=%s:%s", IMAPGATE_VERSION, srv.cfg->path,
 	         srv.cfg->server_hostname, srv.cfg->server_port);
@@ -429,6 +500,8 @@ int main(int argc, char **argv)
 		(void)unlink(pidfile);
 	if (srv.backend_ai)
 		freeaddrinfo(srv.backend_ai);
+	tls_ctx_unref(&srv.tls_server);
+	tls_ctx_unref(&srv.tls_client);
 	config_free(&srv.cfg);
 	loop_free(&srv.loop);
 	return 0;

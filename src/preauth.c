@@ -23,8 +23,8 @@
 
 enum { SASL_PLAIN = 1, SASL_LOGIN = 2 };
 
-/* The backend's capabilities as a client may see them before login. */
-void preauth_capability_line(char *out, size_t outsz)
+/* The backend's capabilities as this client may see them before login. */
+void preauth_capability_line(const struct session *s, char *out, size_t outsz)
 {
 	const char *caps = srv.caps[0] ? srv.caps : "IMAP4rev1 LITERAL+ SASL-IR ID AUTH=PLAIN AUTH=LOGIN";
 	size_t o = 0;
@@ -54,16 +54,25 @@ void preauth_capability_line(char *out, size_t outsz)
 		while (*caps == ' ')
 			caps++;
 	}
-	if (srv.cfg->enable_admin_commands && o + 12 < outsz) {
-		memcpy(out + o, o ? " XIMAPPROXY" : "XIMAPPROXY", o ? 12 : 11);
+	/* imapgate's own: STARTTLS when it can, LOGINDISABLED while TLS is
+	 * required and missing, XIMAPPROXY with the admin commands. */
+	if (srv.tls_server && !s->client_tls && o + 10 < outsz) {
+		memcpy(out + o, " STARTTLS", 10);
+		o += 9;
 	}
+	if (srv.cfg->client_tls_required && !s->client_tls && o + 15 < outsz) {
+		memcpy(out + o, " LOGINDISABLED", 15);
+		o += 14;
+	}
+	if (srv.cfg->enable_admin_commands && o + 12 < outsz)
+		memcpy(out + o, " XIMAPPROXY", 12);
 }
 
 void preauth_greeting(struct session *s)
 {
 	char caps[2048];
 
-	preauth_capability_line(caps, sizeof(caps));
+	preauth_capability_line(s, caps, sizeof(caps));
 	session_reply(s, "* OK [CAPABILITY %s] imapgate ready.", caps);
 }
 
@@ -378,6 +387,34 @@ static void cmd_authenticate(struct session *s, const struct imap_command *cmd)
 	imap_parser_expect_line(s->parser);
 }
 
+/* STARTTLS: answer in plaintext, then TLS; nothing the client sent before
+ * the handshake is kept (the STARTTLS command-injection class of bug). */
+static void cmd_starttls(struct session *s, const struct imap_command *cmd)
+{
+	size_t dropped;
+
+	if (cmd->n_args != 0) {
+		session_reply(s, "%s BAD STARTTLS takes no arguments", cmd->tag);
+		s->bad_commands++;
+		return;
+	}
+	if (srv.tls_server == NULL) {
+		session_reply(s, "%s NO STARTTLS is not available", cmd->tag);
+		return;
+	}
+	if (s->client_tls) {
+		session_reply(s, "%s BAD TLS is already active", cmd->tag);
+		s->bad_commands++;
+		return;
+	}
+	session_reply(s, "%s OK Begin TLS negotiation now", cmd->tag);
+	dropped = session_discard_input(s);
+	if (dropped)
+		log_warn("event=starttls_injection session=%llu client=%s:%u discarded=%zu", (unsigned long long)s->id,
+		         s->peer_ip, s->peer_port, dropped);
+	s->starttls_pending = true;
+}
+
 void preauth_sasl_line(struct session *s, const char *line, size_t len)
 {
 	if (s->state != SS_SASL)
@@ -398,7 +435,7 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 	if (strcasecmp(name, "CAPABILITY") == 0) {
 		char caps[2048];
 
-		preauth_capability_line(caps, sizeof(caps));
+		preauth_capability_line(s, caps, sizeof(caps));
 		session_reply(s, "* CAPABILITY %s", caps);
 		session_reply(s, "%s OK Completed", cmd->tag);
 	} else if (strcasecmp(name, "NOOP") == 0) {
@@ -409,12 +446,15 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 		session_flush_close(s, "client_logout");
 	} else if (strcasecmp(name, "ID") == 0) {
 		cmd_id(s, cmd);
+	} else if ((strcasecmp(name, "LOGIN") == 0 || strcasecmp(name, "AUTHENTICATE") == 0) &&
+	           srv.cfg->client_tls_required && !s->client_tls) {
+		session_reply(s, "%s NO [PRIVACYREQUIRED] TLS is required: use STARTTLS first", cmd->tag);
 	} else if (strcasecmp(name, "LOGIN") == 0) {
 		cmd_login(s, cmd);
 	} else if (strcasecmp(name, "AUTHENTICATE") == 0) {
 		cmd_authenticate(s, cmd);
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
-		session_reply(s, "%s NO STARTTLS is not available", cmd->tag);
+		cmd_starttls(s, cmd);
 	} else {
 		session_reply(s, "%s BAD Please login first", cmd->tag);
 		s->bad_commands++;
@@ -467,12 +507,17 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
 		session_reply(s, "%s NO [UNAVAILABLE] The server refused preauth_command", s->tag);
 		break;
-	default:
-		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=%s",
+	default: {
+		char detail[200];
+
+		log_sanitize_text(s->be.detail, strlen(s->be.detail), detail, sizeof(detail));
+		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=%s%s%s%s",
 		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip,
-		         s->be.reason[0] ? s->be.reason : "backend_unavailable");
+		         s->be.reason[0] ? s->be.reason : "backend_unavailable", detail[0] ? " error=\"" : "", detail,
+		         detail[0] ? "\"" : "");
 		session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
 		break;
+	}
 	}
 	free_credentials(s);
 }

@@ -51,8 +51,4 @@ void server_set_caps(const char *caps, size_t len)
 		memcpy(srv.caps, tmp, o + 1);
 		log_info("event=backend_capabilities caps=\"%s\"", srv.caps);
 	}
-	srv.caps_logindisabled = false;
-	for (const char *p = srv.caps; (p = strcasestr(p, "LOGINDISABLED")) != NULL; p += 13)
-		if ((p == srv.caps || p[-1] == ' ') && (p[13] == '\0' || p[13] == ' '))
-			srv.caps_logindisabled = true;
 }

@@ -13,6 +13,7 @@
 #include "loop.h"
 
 struct session;
+struct tls_ctx;
 
 struct server {
 	struct loop *loop;
@@ -20,9 +21,11 @@ struct server {
 	struct addrinfo *backend_ai; /* resolved server_hostname:server_port */
 	unsigned backend_rr;       /* dns_rr rotation */
 	char caps[2048];           /* backend's pre-login capabilities, "" = unknown */
-	bool caps_logindisabled;
 	struct session *sessions;  /* all live sessions */
 	struct session *closing;   /* closed, freed in before-sleep */
+	struct session *pending;   /* TLS holds decrypted bytes for them */
+	struct tls_ctx *tls_server; /* toward clients; NULL = no client TLS */
+	struct tls_ctx *tls_client; /* toward the backend */
 	unsigned n_sessions;
 	uint64_t next_id;
 	bool shutting_down;

@@ -23,6 +23,7 @@
 #include "server.h"
 #include "proxy_proto.h"
 #include "stats.h"
+#include "tls.h"
 
 #define COUT_CAP (64 * 1024)
 #define BOUT_CAP (32 * 1024)
@@ -166,6 +167,19 @@ static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
 	return 0;
 }
 
+size_t session_discard_input(struct session *s)
+{
+	size_t n = buf_len(&s->cin);
+
+	if (n)
+		explicit_bzero(s->cin.data + s->cin.start, n);
+	buf_consume(&s->cin, n);
+	buf_release(&s->cin);
+	if (s->parser)
+		imap_parser_reset(s->parser);
+	return n;
+}
+
 void session_forget_credentials(struct session *s)
 {
 	if (s->pass) {
@@ -237,6 +251,14 @@ static void session_admit(struct session *s)
 	}
 	if (!session_guard_admit(s))
 		return;
+	if (s->listen_opts & LISTEN_OPT_TLS) {
+		/* The greeting is the first thing written: it runs the handshake. */
+		if (srv.tls_server == NULL || conn_tls_start_server(&s->client, srv.tls_server) == -1) {
+			session_close(s, "tls_setup_failed");
+			return;
+		}
+		s->client_tls = true;
+	}
 	preauth_greeting(s);
 }
 
@@ -382,6 +404,16 @@ static void session_close(struct session *s, const char *reason)
 	         (unsigned long long)s->id, s->peer_ip, s->peer_port, user[0] ? user : "-", reason,
 	         (unsigned long long)(loop_now(srv.loop) - s->started_ms),
 	         (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
+	if (s->client_tls && conn_is_open(&s->client) && conn_tls_error(&s->client)) {
+		char why[160];
+		const char *e = conn_tls_error(&s->client);
+
+		log_sanitize_text(e, strlen(e), why, sizeof(why));
+		log_info("event=tls_error session=%llu client=%s:%u error=\"%s\"", (unsigned long long)s->id,
+		         s->peer_ip, s->peer_port, why);
+		if (!s->tls_noted)
+			STATS_INC(STAT_TLS_HANDSHAKE_FAILURES_TOTAL);
+	}
 	if (s->state == SS_LOGIN)
 		backend_abort(&s->be);
 	else
@@ -430,6 +462,50 @@ void session_reap(void)
 	}
 }
 
+/* Does the session want bytes from the client now? */
+static bool client_wants_read(const struct session *s)
+{
+	if (s->flush_then_close || s->client_eof || s->starttls_pending)
+		return false;
+	switch (s->state) {
+	case SS_PROXY:
+		return true;
+	case SS_PREAUTH:
+	case SS_SASL:
+		return buf_len(&s->cout) < COUT_CAP / 2 && buf_space(&s->cin) > 0;
+	case SS_RELAY:
+		return buf_space(&s->bout) > 0;
+	default:
+		return false;
+	}
+}
+
+static bool server_wants_read(const struct session *s)
+{
+	return s->state == SS_RELAY && conn_is_open(&s->be.conn) && !s->flush_then_close &&
+	       buf_space(&s->cout) > 0;
+}
+
+/*
+ * TLS may hold decrypted bytes that epoll will never report: such sessions
+ * are run again before the loop sleeps.
+ */
+static void session_schedule_pending(struct session *s)
+{
+	if (s->pending_queued)
+		return;
+	s->pending_queued = true;
+	s->pending_next = srv.pending;
+	srv.pending = s;
+}
+
+static void session_check_pending(struct session *s)
+{
+	if ((client_wants_read(s) && conn_pending(&s->client)) ||
+	    (server_wants_read(s) && conn_pending(&s->be.conn)))
+		session_schedule_pending(s);
+}
+
 /* Set both sockets' interest from the buffers and the state. */
 static void session_update(struct session *s)
 {
@@ -441,36 +517,78 @@ static void session_update(struct session *s)
 		session_close(s, s->close_reason ? s->close_reason : "closed");
 		return;
 	}
+	if (s->starttls_pending && buf_len(&s->cout) == 0) {
+		/* The OK went out in plaintext; everything after is TLS. */
+		s->starttls_pending = false;
+		if (conn_tls_start_server(&s->client, srv.tls_server) == -1) {
+			session_close(s, "tls_setup_failed");
+			return;
+		}
+		s->client_tls = true;
+	}
 	if (buf_len(&s->cout) > 0)
 		cw |= LOOP_WRITE;
-	if (!s->flush_then_close && !s->client_eof) {
-		if ((s->state == SS_PREAUTH || s->state == SS_SASL) && buf_len(&s->cout) < COUT_CAP / 2 &&
-		    buf_space(&s->cin) > 0)
-			cw |= LOOP_READ;
-		else if (s->state == SS_PROXY)
-			cw |= LOOP_READ;
-		else if (s->state == SS_RELAY && buf_space(&s->bout) > 0)
-			cw |= LOOP_READ;
-	}
+	if (client_wants_read(s))
+		cw |= LOOP_READ;
+	cw |= conn_want(&s->client);
 	if (s->state == SS_RELAY && conn_is_open(&s->be.conn)) {
 		if (buf_len(&s->bout) > 0)
 			bw |= LOOP_WRITE;
-		if (!s->flush_then_close && buf_space(&s->cout) > 0)
+		if (server_wants_read(s))
 			bw |= LOOP_READ;
+		bw |= conn_want(&s->be.conn);
 		if (loop_io_set(srv.loop, &s->be.conn.io, bw) == -1) {
 			session_close(s, "epoll_error");
 			return;
 		}
 	}
-	if (loop_io_set(srv.loop, &s->client.io, cw) == -1)
+	if (loop_io_set(srv.loop, &s->client.io, cw) == -1) {
 		session_close(s, "epoll_error");
+		return;
+	}
+	session_check_pending(s);
+}
+
+void session_run_pending(void)
+{
+	/* Each pass takes the list as it is; sessions that still hold bytes
+	 * queue themselves again for the next iteration. */
+	struct session *s = srv.pending;
+
+	srv.pending = NULL;
+	while (s) {
+		struct session *next = s->pending_next;
+
+		s->pending_queued = false;
+		s->pending_next = NULL;
+		if (s->state != SS_CLOSED) {
+			if (client_wants_read(s) && conn_pending(&s->client))
+				client_io(&s->client.io, LOOP_READ);
+			if (s->state != SS_CLOSED && server_wants_read(s) && conn_pending(&s->be.conn))
+				server_io(&s->be.conn.io, LOOP_READ);
+		}
+		s = next;
+	}
+}
+
+/* Note a finished TLS handshake once, for the log and the counters. */
+static void session_note_tls(struct session *s)
+{
+	char desc[96];
+
+	if (!s->client_tls || s->tls_noted || !conn_tls_established(&s->client))
+		return;
+	s->tls_noted = true;
+	STATS_INC(STAT_TLS_HANDSHAKES_TOTAL);
+	log_info("event=tls session=%llu client=%s:%u protocol=\"%s\"", (unsigned long long)s->id, s->peer_ip,
+	         s->peer_port, conn_tls_describe(&s->client, desc, sizeof(desc)) ? desc : "?");
 }
 
 /* --- pre-login input --------------------------------------------------- */
 
 static void preauth_process(struct session *s)
 {
-	while ((s->state == SS_PREAUTH || s->state == SS_SASL) && !s->flush_then_close &&
+	while ((s->state == SS_PREAUTH || s->state == SS_SASL) && !s->flush_then_close && !s->starttls_pending &&
 	       buf_len(&s->cin) > 0 && buf_len(&s->cout) < COUT_CAP / 2) {
 		struct imap_command cmd;
 		size_t used = 0;
@@ -727,6 +845,12 @@ static void client_io(struct loop_io *io, unsigned ev)
 
 	if (s->state == SS_CLOSED)
 		return;
+	if (s->client_tls)
+		/* TLS may need either direction for either operation: try both,
+		 * reading only what the state wants. */
+		ev |= LOOP_READ | LOOP_WRITE;
+	if (!client_wants_read(s))
+		ev &= ~LOOP_READ;
 	if ((ev & LOOP_WRITE) && flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 		session_close(s, "client_write_error");
 		return;
@@ -773,6 +897,8 @@ static void client_io(struct loop_io *io, unsigned ev)
 			return;
 		}
 	}
+	if (s->state != SS_CLOSED)
+		session_note_tls(s);
 	session_update(s);
 }
 
@@ -783,6 +909,10 @@ static void server_io(struct loop_io *io, unsigned ev)
 
 	if (s->state != SS_RELAY)
 		return;
+	if (s->be.tls)
+		ev |= LOOP_READ | LOOP_WRITE;
+	if (!server_wants_read(s))
+		ev &= ~LOOP_READ;
 	if ((ev & LOOP_WRITE) && flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
 		session_close(s, "server_write_error");
 		return;

@@ -69,11 +69,18 @@ struct session {
 	struct relay_track track;
 	bool state_relay_counted; /* counted in server_connections_in_use */
 	bool ip_counted;       /* counted in the per-address limit */
+	bool client_tls;       /* the client side runs TLS (implicit or STARTTLS) */
+	bool tls_noted;        /* handshake logged and counted */
+	bool starttls_pending; /* STARTTLS answered; TLS starts once cout is out */
+	bool pending_queued;   /* on srv.pending */
+	struct session *pending_next;
 	unsigned listen_opts;  /* LISTEN_OPT_* of the listener it came from */
 };
 
 /* Take over an accepted, set-up socket. Sends the greeting. */
 void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned listen_opts);
+/* Run sessions whose TLS holds decrypted bytes (before-sleep, before reap). */
+void session_run_pending(void);
 /* Free sessions closed during this loop iteration (before-sleep hook). */
 void session_reap(void);
 /* SIGTERM: pre-login sessions get BYE now; relays may finish. */
@@ -86,7 +93,7 @@ void preauth_greeting(struct session *s);
 void preauth_command(struct session *s, const struct imap_command *cmd);
 void preauth_sasl_line(struct session *s, const char *line, size_t len);
 void preauth_login_done(struct session *s, enum backend_result r, const char *text);
-void preauth_capability_line(char *out, size_t outsz);
+void preauth_capability_line(const struct session *s, char *out, size_t outsz);
 
 /* The guard's say (session_guard.c): false when the session was refused
  * (and is being closed). */
@@ -100,6 +107,9 @@ void session_flush_close(struct session *s, const char *reason);
 void session_start_login(struct session *s);
 void session_enter_relay(struct session *s);
 void session_forget_credentials(struct session *s);
+/* Drop unparsed client input and the parser's partial command; returns the
+ * number of bytes dropped. */
+size_t session_discard_input(struct session *s);
 /* Record the real client address (from a trusted ID). */
 void session_set_origin(struct session *s, const struct cidr *addr, unsigned port);
 /* The address that stands for the client: the origin when known, else the peer. */

@@ -6,7 +6,8 @@
  * server conn and a client conn over a non-blocking socketpair and pumps
  * them with conn_read/conn_write and poll(), bounded. The tests reach
  * inside c->impl (the SSL*) only to observe: SNI, peer certificates, and to
- * cap a client's version. */
+ * cap a client's version. They never use the network beyond socketpairs and
+ * one loopback TCP pair, and every wait is a bounded poll(). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static bool log_stderr = true;
@@ -47,8 +48,16 @@ static void log_vmsg(int prio, const char *fmt, va_list ap)
 	for (char *p = line; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
-	if (log_stderr)
-		fprintf(stderr, "imapgate[%ld]: %s\n", (long)getpid(), line);
+	if (log_stderr) {
+		/* A timestamp as syslog would add: fail2ban and people read these. */
+		char ts[40];
+		time_t now = time(NULL);
+		struct tm tm;
+
+		localtime_r(&now, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S%z", &tm);
+		fprintf(stderr, "%s imapgate[%ld]: %s\n", ts, (long)getpid(), line);
+	}
 	else
 		syslog(prio, "%s", line);
 }

@@ -226,6 +226,7 @@ static void reload(void)
 		if (metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
 			log_warn("event=reload warning=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
 	}
+	session_guard_reload();
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
 
@@ -263,11 +264,14 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_json_str(out, srv.cfg->server_hostname);
 		sb_printf(out, ",\"backend_port\":");
 		sb_json_str(out, srv.cfg->server_port);
+		sb_printf(out, ",\"guard\":");
+		sb_json_str(out, session_guard_describe());
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
-	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\n", IMAPGATE_VERSION, (long)getpid(),
-	          srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port);
+	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\nguard %s\n", IMAPGATE_VERSION,
+	          (long)getpid(), srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port,
+	          session_guard_describe());
 	{
 		struct buf b;
 
@@ -467,6 +471,8 @@ int main(int argc, char **argv)
 			fatal("event=start error=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
 	}
 	drop_privileges(srv.cfg, run_uid, run_gid);
+	if (session_guard_init() == -1)
+		fatal("event=start error=\"cannot create the guard\"");
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -493,6 +499,7 @@ int main(int argc, char **argv)
 	control_close();
 	metrics_close();
 	session_reap();
+	session_guard_shutdown();
 	if (probe_running)
 		backend_abort(&probe);
 	log_info("event=stop");

@@ -107,6 +107,8 @@ static void free_credentials(struct session *s)
 static void begin_login(struct session *s, const char *tag, const char *user, size_t ulen,
                         const char *pass, size_t plen)
 {
+	long delay;
+
 	free_credentials(s);
 	if (ulen == 0 || ulen > USER_MAX) {
 		session_reply(s, "%s NO [AUTHENTICATIONFAILED] Invalid username", tag);
@@ -122,6 +124,15 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
 	s->user_len = ulen;
 	s->pass_len = plen;
 	snprintf(s->tag, sizeof(s->tag), "%s", tag);
+	delay = session_guard_before_login(s);
+	if (delay < 0) {
+		free_credentials(s);
+		return;
+	}
+	if (delay > 0) {
+		session_login_after(s, (uint32_t)delay);
+		return;
+	}
 	session_start_login(s);
 }
 
@@ -474,6 +485,7 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	log_sanitize(s->user ? s->user : "", s->user_len, user, sizeof(user));
 	session_forget_credentials(s);
 	if (r == BACKEND_OK) {
+		session_guard_success(s);
 		STATS_INC(STAT_CLIENT_LOGINS_TOTAL);
 		STATS_INC(STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
 		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=new", (unsigned long long)s->id,
@@ -488,15 +500,24 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	if (r == BACKEND_UNAVAILABLE)
 		STATS_INC(STAT_BACKEND_FAILURES_TOTAL);
 	switch (r) {
-	case BACKEND_REFUSED:
-		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
-		/* The server's own words ("NO [AUTHENTICATIONFAILED] ..."). */
+	case BACKEND_REFUSED: {
+		char note[96];
+		bool close_after;
+		uint32_t delay = session_guard_failure(s, "auth_failed", &close_after, note, sizeof(note));
+
+		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed%s",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip, note);
+		/* The server's own words ("NO [AUTHENTICATIONFAILED] ..."), after
+		 * the guard's random delay. */
 		if (strncasecmp(text, "NO", 2) == 0)
-			session_reply(s, "%s %s", s->tag, text);
+			snprintf(s->deferred, sizeof(s->deferred), "%s %s", s->tag, text);
 		else
-			session_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.", s->tag);
-		break;
+			snprintf(s->deferred, sizeof(s->deferred), "%s NO [AUTHENTICATIONFAILED] Authentication failed.",
+			         s->tag);
+		free_credentials(s);
+		session_defer_reply(s, delay, close_after);
+		return;
+	}
 	case BACKEND_ID_REFUSED:
 		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=id_refused",
 		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);

@@ -114,6 +114,8 @@ static void session_update(struct session *s);
 static void session_close(struct session *s, const char *reason);
 static void client_io(struct loop_io *io, unsigned ev);
 static void server_io(struct loop_io *io, unsigned ev);
+static void login_timer_fire(struct loop_timer *t);
+static void preauth_process(struct session *s);
 
 void session_reply(struct session *s, const char *fmt, ...)
 {
@@ -368,6 +370,8 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 	buf_init(&s->bout, BOUT_CAP);
 	s->timer.fn = session_timeout;
 	s->timer.data = s;
+	s->login_timer.fn = login_timer_fire;
+	s->login_timer.data = s;
 	s->next = srv.sessions;
 	if (srv.sessions)
 		srv.sessions->prev = s;
@@ -420,6 +424,7 @@ static void session_close(struct session *s, const char *reason)
 		conn_close(srv.loop, &s->be.conn);
 	conn_close(srv.loop, &s->client);
 	loop_timer_stop(srv.loop, &s->timer);
+	loop_timer_stop(srv.loop, &s->login_timer);
 	if (s->ip_counted)
 		ipcount_dec((struct sockaddr *)&s->peer);
 	session_forget_credentials(s);
@@ -803,6 +808,42 @@ static char *session_build_id(const struct session *s)
 	if (out)
 		sprintf(out, "(%s%s%s)", fl ? s->id_fields : "", fl && addr[0] ? " " : "", addr);
 	return out;
+}
+
+/* The per-user slow-down: the backend is asked only after delay_ms. */
+void session_login_after(struct session *s, uint32_t delay_ms)
+{
+	s->state = SS_LOGIN;
+	s->deferred[0] = '\0';
+	loop_timer_start(srv.loop, &s->login_timer, delay_ms);
+}
+
+/* A failed login is answered after the guard's delay; input waits too. */
+void session_defer_reply(struct session *s, uint32_t delay_ms, bool close_after)
+{
+	s->state = SS_LOGIN;
+	s->deferred_close = close_after;
+	loop_timer_start(srv.loop, &s->login_timer, delay_ms);
+}
+
+static void login_timer_fire(struct loop_timer *t)
+{
+	struct session *s = t->data;
+
+	if (s->state != SS_LOGIN)
+		return;
+	if (s->deferred[0] == '\0') {
+		session_start_login(s);
+		return;
+	}
+	session_reply(s, "%s", s->deferred);
+	s->deferred[0] = '\0';
+	s->state = SS_PREAUTH;
+	if (s->deferred_close)
+		session_bye(s, "Too many failed logins from your address", "banned");
+	else
+		preauth_process(s);
+	session_update(s);
 }
 
 void session_start_login(struct session *s)

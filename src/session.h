@@ -67,6 +67,10 @@ struct session {
 	uint64_t started_ms;
 	uint64_t bytes_in, bytes_out;
 	struct relay_track track;
+	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
+	struct loop_timer login_timer; /* per-user slow-down, delayed failure reply */
+	char deferred[600];    /* the reply the failure delay holds back */
+	bool deferred_close;   /* BYE after the deferred reply (now banned) */
 	bool state_relay_counted; /* counted in server_connections_in_use */
 	bool ip_counted;       /* counted in the per-address limit */
 	bool client_tls;       /* the client side runs TLS (implicit or STARTTLS) */
@@ -95,9 +99,24 @@ void preauth_sasl_line(struct session *s, const char *line, size_t len);
 void preauth_login_done(struct session *s, enum backend_result r, const char *text);
 void preauth_capability_line(const struct session *s, char *out, size_t outsz);
 
-/* The guard's say (session_guard.c): false when the session was refused
- * (and is being closed). */
+/* The guard's say (session_guard.c). */
+/* Create the guard (and its SQLite store); after privileges are dropped. */
+int session_guard_init(void);
+void session_guard_reload(void);
+void session_guard_shutdown(void);
+/* "off", "memory only (...)", "sqlite PATH" for status. */
+const char *session_guard_describe(void);
+/* At admission: false when the address is banned (BYE sent, closing). */
 bool session_guard_admit(struct session *s);
+/* Before a login (credentials set): -1 refused (reply sent), else the
+ * per-user slow-down in ms before the backend is asked. */
+long session_guard_before_login(struct session *s);
+/* The backend refused: record it. Returns the delay before the answer;
+ * *close_after when this client's own address is now banned; note gets
+ * " guard=counted failures=N/M ..." for the log line. */
+uint32_t session_guard_failure(struct session *s, const char *reason, bool *close_after, char *note,
+                               size_t notesz);
+void session_guard_success(struct session *s);
 
 /* Services session.c gives preauth.c. */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -105,6 +124,8 @@ void session_bye(struct session *s, const char *text, const char *reason);
 /* Stop reading; close once everything queued for the client is written. */
 void session_flush_close(struct session *s, const char *reason);
 void session_start_login(struct session *s);
+void session_login_after(struct session *s, uint32_t delay_ms);
+void session_defer_reply(struct session *s, uint32_t delay_ms, bool close_after);
 void session_enter_relay(struct session *s);
 void session_forget_credentials(struct session *s);
 /* Drop unparsed client input and the parser's partial command; returns the

@@ -296,7 +296,8 @@ static void session_read_proxy(struct session *s)
 	}
 	if (r == -1)
 		return;
-	memcpy(peek, buf_ptr(&s->cin), have);
+	if (have)
+		memcpy(peek, buf_ptr(&s->cin), have);
 	st = proxy_parse(peek, have + (size_t)r, &info, &used, &why);
 	if (st == PROXY_ERROR) {
 		log_warn("event=proxy_error session=%llu client=%s:%u reason=bad_header error=\"%s\"",

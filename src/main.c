@@ -445,6 +445,13 @@ int main(int argc, char **argv)
 	}
 	log_open(foreground, srv.cfg->syslog_facility, srv.cfg->syslog_prioritymask);
 	signal(SIGPIPE, SIG_IGN);
+	/* Blocked before any thread exists (the SQLite writer), so that only
+	 * the loop's signalfd ever sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	raise_fd_limit();
 	srv.loop = loop_new();
 	if (srv.loop == NULL)
@@ -474,11 +481,6 @@ int main(int argc, char **argv)
 	if (session_guard_init() == -1)
 		fatal("event=start error=\"cannot create the guard\"");
 
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sfd == -1)
 		fatal("event=start error=\"signalfd: %s\"", strerror(errno));

@@ -440,7 +440,8 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 		snprintf(note, notesz, " guard=error");
 		return 0;
 	}
-	snprintf(note, notesz, " guard=%s failures=%u/%u user_failures=%u", guard_status_name(r.status), r.failures,
+	snprintf(note, notesz, " guard=%s failures=%u/%u user_failures=%u", guard_status_name(r.status),
+	         r.banned ? srv.cfg->guard_maxretry : r.failures,
 	         srv.cfg->guard_maxretry, r.user_failures);
 	if (r.banned && !s->has_origin)
 		*close_after = true;

@@ -8,8 +8,8 @@
 # command to run and exits 1.
 set -u
 
-PACKAGES="libssl-dev libcmocka-dev pkg-config python3 python3-pytest
-dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl"
+PACKAGES="libssl-dev libsqlite3-dev libcmocka-dev pkg-config python3 python3-pytest
+dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl"
 
 installed() {
 	case "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" in

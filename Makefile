@@ -95,7 +95,7 @@ install: all
 	install -m 755 $(BUILD)/imapgate $(DESTDIR)$(PREFIX)/sbin/imapgate
 	for t in $(TOOL_BINS); do install -m 755 $$t $(DESTDIR)$(PREFIX)/bin/; done
 	install -m 644 doc/imapgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
-	install -m 644 doc/imapgate.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 doc/imapgate.8 doc/imapgate-ctl.8 doc/imapgate-stat.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 imapgate.conf.example $(DESTDIR)$(PREFIX)/share/doc/imapgate/
 
 clean:

@@ -8,16 +8,23 @@ demo — show imapgate working in front of a real Dovecot, on this machine.
 Starts a private Dovecot (users alice/alicepw and bob/bobpw, nothing from
 /etc/dovecot) and an imapgate in front of it, both on 127.0.0.1 with free
 ports, plays a scripted IMAP session through imapgate showing every line on
-the wire (C: client, S: server), then tells you how to connect by hand and
-waits for Ctrl-C. With --no-wait, or when stdin is not a terminal (CI), it
-stops at once. Everything it started is stopped and removed on exit.
+the wire (C: client, S: server), shows a password-guessing client on
+127.0.0.66 being banned by the guard (and imapgate-ctl listing the ban),
+then tells you how to connect by hand and waits for Ctrl-C. With --no-wait,
+or when stdin is not a terminal (CI), it stops at once. Everything it
+started is stopped and removed on exit.
 
-Later sections (a reused backend connection, a password-guessing client
-being banned) plug in as functions listed in SECTIONS below.
+Sections are functions listed in SECTIONS below. The one for a reused
+backend connection is a placeholder until the connection cache (issue 3)
+is built.
 """
 
 import argparse
+import os
+import pwd
+import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,10 +32,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from harness import Dovecot, HarnessError, Imapgate, RawClient, make_message  # noqa: E402
+from harness import Dovecot, HarnessError, Imapgate, RawClient, can_bind, make_message, wait_for  # noqa: E402
 
 DEMO_USERS = {"alice": "alicepw", "bob": "bobpw"}
 SHOW_MAX = 150  # wire lines longer than this are shortened on screen
+
+# The guard, tuned for a demo: a ban after 3 failures (5 by default), failed
+# logins answered after 100..200 ms (250..500 by default).
+GUARD_CONFIG = dict(guard_maxretry=3, guard_failure_delay=200, forward_client_address=True)
+GUESSER = "127.0.0.66"  # the password-guessing client's source address
 
 
 # --------------------------------------------------------------------------
@@ -90,6 +102,7 @@ class Demo:
         self.build = Path(build)
         self.dovecot = None
         self.gate = None
+        self.ctl_sock = None
 
     def start(self):
         heading("Starting a private Dovecot (the IMAP backend)")
@@ -103,8 +116,23 @@ class Demo:
         note("users: " + ", ".join("%s/%s" % kv for kv in DEMO_USERS.items()))
 
         heading("Starting imapgate in front of it")
-        self.gate = Imapgate(backend_port=self.dovecot.port, build=self.build)
+        self.gate = Imapgate(backend_port=self.dovecot.port, build=self.build, **GUARD_CONFIG)
+        # The control socket and the guard's SQLite file live in the gate's
+        # temporary directory; the file is written after imapgate dropped to
+        # proc_username, so that user must own its directory.
+        guard_dir = self.gate.dir / "guard"
+        guard_dir.mkdir(mode=0o700)
+        run_user = self.gate.config.get("proc_username")
+        if run_user and os.geteuid() == 0:
+            pw = pwd.getpwnam(run_user)
+            os.chown(guard_dir, pw.pw_uid, pw.pw_gid)
+        self.ctl_sock = self.gate.dir / "ctl.sock"
+        self.gate.write_config(control_socket=str(self.ctl_sock), guard_db=str(guard_dir / "guard.db"))
         self.gate.start()
+        # Listening comes first; wait for the rest of the start-up lines so
+        # they do not land in the first section's log excerpt.
+        self.gate.wait_log(r"\bevent=start\b", timeout=10)
+        self.gate.wait_log(r"\bevent=backend_(ready|unreachable)\b", timeout=10)
         note("imapgate (pid %d) listening on 127.0.0.1:%d%s"
              % (self.gate.pid(), self.gate.port,
                 " and [::1]:%d" % self.gate.port6 if self.gate.port6 else ""))
@@ -138,6 +166,17 @@ class Demo:
     def log_since(self, mark):
         """imapgate's log lines written after mark (see Imapgate.log_mark)."""
         return self.gate.log_text()[mark:].splitlines()
+
+    def ctl(self, *args):
+        """Run imapgate-ctl against the demo's control socket; show and return its output."""
+        cmd = [str(self.build / "imapgate-ctl"), "-s", str(self.ctl_sock)] + list(args)
+        note("$ imapgate-ctl -s %s %s" % (self.ctl_sock, " ".join(args)))
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        for line in (p.stdout + p.stderr).splitlines():
+            note("  " + line)
+        if p.returncode != 0:
+            raise AssertionError("imapgate-ctl %s exited with %d" % (" ".join(args), p.returncode))
+        return p.stdout
 
 
 def section_scripted_session(demo):
@@ -173,15 +212,108 @@ def section_scripted_session(demo):
 
 
 def section_reused_connection(demo):
-    """Hook: a second login of the same user served from imapgate's connection cache
-    (added with the connection pool). Returns without output until then."""
-    return None
+    """Placeholder: a second login of the same user served from imapgate's connection
+    cache. The cache (issue 3) is not built yet, so this only says so."""
+    heading("A reused backend connection (not built yet)")
+    note("The connection cache is not built yet (issue 3): every client login,")
+    note("including alice's above, is a new login on Dovecot. Once it is, this")
+    note("section will show a second login of alice answered from a parked backend")
+    note("connection ([XPROXYREUSE]) without Dovecot seeing a new login.")
+
+
+def dovecot_lines_from(demo, ip, what=""):
+    """Dovecot log lines naming ip as the remote address (rip=) and containing what."""
+    pat = re.compile(r"\brip=%s\b" % re.escape(ip))
+    return [ln for ln in demo.dovecot.log_text().splitlines() if pat.search(ln) and what in ln]
+
+
+def show_log_lines(demo, mark, events):
+    """imapgate's log lines since mark with one of the given events."""
+    pat = re.compile(r"\bevent=(%s)\b" % "|".join(events))
+    for line in demo.log_since(mark):
+        if pat.search(line):
+            note("    " + line)
 
 
 def section_guessing_client_banned(demo):
-    """Hook: a client guessing passwords is banned and refused before the backend is
-    touched (added with the guard). Returns without output until then."""
-    return None
+    """A client guessing alice's password is banned at the third failure; its next
+    connection is refused before the backend is touched; alice is not affected."""
+    heading("A password-guessing client is banned (the guard)")
+    if not can_bind(GUESSER):
+        note("Skipped: cannot use %s as a source address on this machine." % GUESSER)
+        return
+    maxretry = demo.gate.config["guard_maxretry"]
+    note("A client on %s guesses alice's password. This demo bans after %d failures"
+         % (GUESSER, maxretry))
+    note("(guard_maxretry; 5 by default). 127.0.0.1 is in guard_ignore by default, so")
+    note("the other sections' logins are never counted.")
+    mark = demo.gate.log_mark()
+    for i in range(1, maxretry + 1):
+        print()
+        note("-- connection %d from %s" % (i, GUESSER))
+        w = Wire("127.0.0.1", demo.gate.port, src=GUESSER)
+        try:
+            w.greeting()
+            lines = w.command("g%d" % i, "LOGIN alice guess%d" % i)
+            if not lines[-1].startswith(b"g%d NO " % i):
+                raise AssertionError("a wrong password was not refused: %r" % lines[-1])
+            if i == maxretry:
+                w.expect_close()  # the failure that bans: NO, then BYE
+        finally:
+            w.close()
+    demo.gate.wait_log(r"\bevent=ban prefix=%s/32\b" % re.escape(GUESSER), timeout=5, since=mark)
+    # Dovecot logs asynchronously: wait until it has written all three failures.
+    wait_for(lambda: len(dovecot_lines_from(demo, GUESSER, "auth failed")) >= maxretry, 5,
+             what="Dovecot's log of the failed logins")
+    failed = dovecot_lines_from(demo, GUESSER, "auth failed")
+    seen = len(dovecot_lines_from(demo, GUESSER))
+
+    print()
+    note("-- connection %d from %s: refused in the greeting" % (maxretry + 1, GUESSER))
+    w = Wire("127.0.0.1", demo.gate.port, src=GUESSER)
+    try:
+        greeting = w.greeting()
+        if not greeting.startswith(b"* BYE "):
+            raise AssertionError("a banned client was greeted: %r" % greeting)
+        w.expect_close()
+    finally:
+        w.close()
+    demo.gate.wait_log(r"\bevent=refused session=\d+ client=%s:" % re.escape(GUESSER), timeout=5, since=mark)
+    time.sleep(0.3)  # give a stray attempt time to show in Dovecot's log
+    after = len(dovecot_lines_from(demo, GUESSER))
+    if after != seen:
+        raise AssertionError("the banned client reached Dovecot")
+    print()
+    note("Dovecot saw the %d failed logins, with the real client as rip= (imapgate passes"
+         % len(failed))
+    note("it on in ID: forward_client_address), and nothing of connection %d:" % (maxretry + 1))
+    for line in failed:
+        note("    " + line)
+
+    print()
+    note("imapgate's log (login failures with the guard's count, the ban, the refusal):")
+    show_log_lines(demo, mark, ("login_failed", "ban", "refused", "login_refused"))
+
+    print()
+    note("The ban, as the operator sees it (imapgate-ctl over control_socket):")
+    out = demo.ctl("bans")
+    if GUESSER not in out:
+        raise AssertionError("imapgate-ctl bans does not list %s" % GUESSER)
+    note("'imapgate-ctl unban %s' would lift it. The ban is also kept in guard_db" % GUESSER)
+    note("(SQLite), so it survives a restart of imapgate.")
+
+    print()
+    note("-- alice from 127.0.0.1 is not affected")
+    w = Wire("127.0.0.1", demo.gate.port, src="127.0.0.1")
+    try:
+        w.greeting()
+        lines = w.command("h1", "LOGIN alice alicepw")
+        if not lines[-1].startswith(b"h1 OK "):
+            raise AssertionError("alice could not log in: %r" % lines[-1])
+        w.command("h2", "LOGOUT")
+        w.expect_close()
+    finally:
+        w.close()
 
 
 # Run in this order. New demo sections are functions taking the Demo.
@@ -205,6 +337,8 @@ def print_by_hand(demo):
     note("    python3 -c \"import imaplib; m = imaplib.IMAP4('127.0.0.1', %d); "
          "print(m.login('bob', 'bobpw')); print(m.select('INBOX')); m.logout()\"" % port)
     note("users: " + ", ".join("%s/%s" % kv for kv in DEMO_USERS.items()))
+    note("Ask the running imapgate (bans, why ADDRESS, unban ADDRESS, status):")
+    note("    %s -s %s bans" % (demo.build / "imapgate-ctl", demo.ctl_sock))
     note("imapgate's log: %s" % demo.gate.log_path)
     note("Dovecot's log:  %s" % demo.dovecot.info_log_path)
 

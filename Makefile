@@ -4,6 +4,7 @@
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
+STATEDIR ?= /var/lib/imapgate
 DESTDIR ?=
 FUZZ_SECONDS ?= 20
 
@@ -86,6 +87,7 @@ build/fuzz:
 
 bench: deps
 	$(MAKE) all
+	@test -f bench/run.py || { echo "make bench: the benchmarks are not built yet (issue 6)"; exit 1; }
 	$(PYTHON) bench/run.py --build $(abspath $(BUILD))
 
 install: all
@@ -97,6 +99,10 @@ install: all
 	install -m 644 doc/imapgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 doc/imapgate.8 doc/imapgate-ctl.8 doc/imapgate-stat.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 imapgate.conf.example $(DESTDIR)$(PREFIX)/share/doc/imapgate/
+	install -m 644 contrib/fail2ban/filter.d/imapgate.conf $(DESTDIR)$(PREFIX)/share/doc/imapgate/fail2ban-filter.conf
+	install -m 644 contrib/fail2ban/jail.d/imapgate.conf $(DESTDIR)$(PREFIX)/share/doc/imapgate/fail2ban-jail.conf
+	# The guard's database (guard_db); chown it to proc_username.
+	install -d -m 750 $(DESTDIR)$(STATEDIR)
 
 clean:
 	rm -rf build build-san

@@ -8,7 +8,7 @@
 # command to run and exits 1.
 set -u
 
-PACKAGES="libssl-dev libsqlite3-dev libcmocka-dev pkg-config python3 python3-pytest
+PACKAGES="libssl-dev libsqlite3-dev libcmocka-dev python3 python3-pytest
 dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl"
 
 installed() {

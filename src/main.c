@@ -167,6 +167,11 @@ static int make_tls(const struct config *cfg, struct tls_ctx **server, struct tl
 		snprintf(err, errsz, "%s", e);
 		return -1;
 	}
+	if (cfg->client_tls_required && *server == NULL) {
+		snprintf(err, errsz, "%s: client_tls_required: needs client_tls_cert_file (nobody could log in)",
+		         cfg->path);
+		return -1;
+	}
 	for (size_t i = 0; i < cfg->n_listen; i++)
 		if ((cfg->listen[i].opts & LISTEN_OPT_TLS) && *server == NULL) {
 			snprintf(err, errsz, "%s:%u: listen: the tls option needs client_tls_cert_file", cfg->path,
@@ -180,6 +185,11 @@ static int make_tls(const struct config *cfg, struct tls_ctx **server, struct tl
 		return -1;
 	}
 	return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
 static void reload(void)
@@ -211,6 +221,14 @@ static void reload(void)
 	}
 	if (listener_changed(ncfg))
 		log_warn("event=reload warning=\"listen addresses change only on restart\"");
+	if (!same_str(ncfg->guard_db, srv.cfg->guard_db) || ncfg->guard != srv.cfg->guard)
+		log_warn("event=reload warning=\"guard and guard_db change only on restart\"");
+	if (!same_str(ncfg->control_socket, srv.cfg->control_socket))
+		log_warn("event=reload warning=\"control_socket changes only on restart\"");
+	if (!same_str(ncfg->proc_username, srv.cfg->proc_username) ||
+	    !same_str(ncfg->proc_groupname, srv.cfg->proc_groupname) ||
+	    !same_str(ncfg->chroot_directory, srv.cfg->chroot_directory))
+		log_warn("event=reload warning=\"proc_username, proc_groupname and chroot_directory change only on restart\"");
 	ai = server_resolve_backend(ncfg);
 	config_free(&srv.cfg);
 	srv.cfg = ncfg;
@@ -494,6 +512,7 @@ int main(int argc, char **argv)
 	         srv.cfg->server_hostname, srv.cfg->server_port);
 	control_register("status", ctl_status, "counters, sessions and backend state");
 	control_register("reload", ctl_reload, "re-read the configuration (as SIGHUP)");
+	session_register_control();
 	control_start();
 	probe_start();
 	if (loop_run(srv.loop) == -1)

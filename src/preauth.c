@@ -507,6 +507,7 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 
 		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed%s",
 		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip, note);
+		session_guard_log_held();
 		/* The server's own words ("NO [AUTHENTICATIONFAILED] ..."), after
 		 * the guard's random delay. */
 		if (strncasecmp(text, "NO", 2) == 0)

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "server.h"
 #include "proxy_proto.h"
+#include "control.h"
 #include "stats.h"
 #include "tls.h"
 
@@ -975,6 +976,48 @@ static void server_io(struct loop_io *io, unsigned ev)
 		}
 	}
 	session_update(s);
+}
+
+/* --- control ------------------------------------------------------------- */
+
+/* "pool": the backend connections imapgate holds, with whom they serve. */
+static const char *ctl_pool(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
+{
+	unsigned n = 0;
+	uint64_t now = loop_now(srv.loop);
+
+	(void)argc, (void)argv, (void)errbuf, (void)errsz;
+	if (json)
+		sb_printf(out, "[");
+	for (struct session *s = srv.sessions; s; s = s->next) {
+		char user[128];
+
+		if (s->state != SS_RELAY || !conn_is_open(&s->be.conn))
+			continue;
+		log_sanitize(s->user ? s->user : "", s->user ? s->user_len : 0, user, sizeof(user));
+		if (json) {
+			sb_printf(out, "%s{\"session\":%llu,\"user\":", n ? "," : "", (unsigned long long)s->id);
+			sb_json_str(out, user);
+			sb_printf(out, ",\"client\":\"%s\",\"client_port\":%u,\"state\":\"active\",\"tls\":%s,\"idle_ms\":%llu}",
+			          s->peer_ip, s->peer_port, s->be.tls ? "true" : "false",
+			          (unsigned long long)(now - s->started_ms));
+		} else {
+			sb_printf(out, "session=%llu user=%s client=%s:%u state=active backend_tls=%s idle_ms=%llu\n",
+			          (unsigned long long)s->id, user, s->peer_ip, s->peer_port, s->be.tls ? "yes" : "no",
+			          (unsigned long long)(now - s->started_ms));
+		}
+		n++;
+	}
+	if (json)
+		sb_printf(out, "]\n");
+	else if (n == 0)
+		sb_printf(out, "no backend connections\n");
+	return NULL;
+}
+
+void session_register_control(void)
+{
+	control_register("pool", ctl_pool, "backend connections (active; parked ones once the cache exists)");
 }
 
 /* --- shutdown ------------------------------------------------------------ */

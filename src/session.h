@@ -87,6 +87,8 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 void session_run_pending(void);
 /* Free sessions closed during this loop iteration (before-sleep hook). */
 void session_reap(void);
+/* Register the session module's control commands ("pool"). */
+void session_register_control(void);
 /* SIGTERM: pre-login sessions get BYE now; relays may finish. */
 void session_shutdown_begin(void);
 /* Shutdown deadline: end every session (BYE to client, LOGOUT to server). */
@@ -117,6 +119,8 @@ long session_guard_before_login(struct session *s);
 uint32_t session_guard_failure(struct session *s, const char *reason, bool *close_after, char *note,
                                size_t notesz);
 void session_guard_success(struct session *s);
+/* Log the ban line a failure caused, after that failure's own line. */
+void session_guard_log_held(void);
 
 /* Services session.c gives preauth.c. */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

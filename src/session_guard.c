@@ -26,6 +26,9 @@
 #include "store_sqlite.h"
 
 static struct guard *guard;
+/* A ban caused by a failure is logged after that failure's own line. */
+static char held_line[512];
+static bool holding;
 static struct store_sqlite *store;
 static struct loop_timer housekeeping;
 static char store_state[400] = "memory only";
@@ -79,9 +82,13 @@ static void guard_sink(void *ctx, const struct guard_event *ev)
 	case GUARD_EV_BAN:
 		fmt_time(ev->ban.expiry, until, sizeof(until));
 		STATS_INC(STAT_GUARD_BANS_TOTAL);
-		log_notice("event=ban prefix=%s seconds=%llu until=%s count=%u source=%s reason=%s", prefix,
-		           (unsigned long long)(ev->ban.expiry - ev->ban.started), until, ev->ban.ban_count,
-		           guard_source_name(ev->ban.source), ev->ban.reason ? ev->ban.reason : "-");
+		snprintf(held_line, sizeof(held_line), "event=ban prefix=%s seconds=%llu until=%s count=%u source=%s reason=%s",
+		         prefix, (unsigned long long)(ev->ban.expiry - ev->ban.started), until, ev->ban.ban_count,
+		         guard_source_name(ev->ban.source), ev->ban.reason ? ev->ban.reason : "-");
+		if (!holding) {
+			log_notice("%s", held_line);
+			held_line[0] = '\0';
+		}
 		break;
 	case GUARD_EV_UNBAN:
 		log_notice("event=unban prefix=%s reason=%s", prefix, ev->expired ? "expired" : "manual");
@@ -265,8 +272,8 @@ static void why_prefix(void *ctx, const struct guard_prefix_info *p)
 		}
 		sb_printf(l->out, "]}");
 	} else {
-		sb_printf(l->out, "%s: %s, %u failure(s) in the window\n", prefix,
-		          p->banned ? "banned" : "not banned", p->failures);
+		sb_printf(l->out, "%s: %s, %u failure(s) counted in the window%s\n", prefix,
+		          p->banned ? "banned" : "not banned", p->failures, p->banned ? " since the ban" : "");
 		if (p->banned) {
 			fmt_time(p->ban.expiry, t, sizeof(t));
 			sb_printf(l->out, "  banned until %s (ban %u in its chain)\n", t, p->ban.ban_count);
@@ -322,7 +329,7 @@ int session_guard_init(void)
 	guard = guard_create(&p, seed);
 	if (guard == NULL)
 		return -1;
-	if (cfg->guard_db && strcmp(cfg->guard_db, "none") != 0) {
+	if (cfg->guard && cfg->guard_db && strcmp(cfg->guard_db, "none") != 0) {
 		struct store_sqlite_opts o = { 0 };
 		char err[256], clean[300];
 
@@ -436,10 +443,14 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 	if (!guard_on())
 		return 0;
 	guard_user(s, user, sizeof(user));
+	holding = true;
+	held_line[0] = '\0';
 	if (guard_record_failure(guard, session_client_addr(s), user, s->pwhash, reason, now_s(), &r) == -1) {
+		holding = false;
 		snprintf(note, notesz, " guard=error");
 		return 0;
 	}
+	holding = false;
 	snprintf(note, notesz, " guard=%s failures=%u/%u user_failures=%u", guard_status_name(r.status),
 	         r.banned ? srv.cfg->guard_maxretry : r.failures,
 	         srv.cfg->guard_maxretry, r.user_failures);
@@ -449,6 +460,14 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 		return 0;
 	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
 	return guard_failure_delay(guard, rnd);
+}
+
+void session_guard_log_held(void)
+{
+	if (held_line[0]) {
+		log_notice("%s", held_line);
+		held_line[0] = '\0';
+	}
 }
 
 void session_guard_success(struct session *s)

@@ -867,6 +867,9 @@ class Imapgate:
             "listen": ["127.0.0.1:%d" % self.port] + (["[::1]:%d" % self.port6] if self.ipv6 else []),
             "connect_retries": 1,
             "connect_delay": 1,
+            # The default /var/lib/imapgate may not exist here; tests that
+            # want persistence give a path of their own.
+            "guard_db": "none",
         }
         if IS_ROOT:
             cfg["proc_username"] = "nobody"

@@ -281,7 +281,7 @@ def test_ctl_ban_unban_why_bans(make_gate, dovecot, fresh_user):
     fail_from(g, "127.0.0.12", "mallory")
     rc, out, _ = ctl(g, "why", "127.0.0.12")
     assert rc == 0
-    assert "127.0.0.12/32: not banned, 2 failure(s) in the window" in out
+    assert "127.0.0.12/32: not banned, 2 failure(s) counted in the window\n" in out
     assert ("user=%s reason=auth_failed status=counted" % user) in out and "user=mallory" in out
     rc, out, _ = ctl(g, "why", "127.0.0.12", "--json")
     (p,) = json.loads(out)

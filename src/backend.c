@@ -23,6 +23,8 @@
 #include "server.h"
 #include "tls.h"
 
+#include <openssl/evp.h>
+
 #define BACKEND_LINE_MAX 65536
 
 enum {
@@ -34,6 +36,7 @@ enum {
 	B_ID,
 	B_PREAUTH,
 	B_LOGIN_USER, /* sent "IG4 LOGIN {n}", waiting for "+" */
+	B_AUTH_PLAIN, /* master user: sent "IG4 AUTHENTICATE PLAIN", waiting for "+" */
 	B_LOGIN_PASS, /* sent user and " {n}", waiting for "+" */
 	B_LOGIN_DONE, /* sent password, waiting for IG4's completion */
 	B_REPORTING,  /* failure to report from a zero timer */
@@ -253,8 +256,43 @@ static void backend_take_caps(struct backend *b, const char *p, size_t len)
 
 static void backend_send_login(struct backend *b)
 {
+	if (srv.cfg->auth_shared_secret) {
+		/* imapproxy's master-user mode: log in as the master user on the
+		 * client's behalf (authzid = the client's user). */
+		backend_send(b, "IG4 AUTHENTICATE PLAIN\r\n", 24);
+		b->state = B_AUTH_PLAIN;
+		return;
+	}
 	backend_sendf_literal(b, "IG4 LOGIN ", b->user_len);
 	b->state = B_LOGIN_USER;
+}
+
+/* base64(user NUL master NUL master_password) CRLF, wiped after use. */
+static void backend_send_master_plain(struct backend *b)
+{
+	const char *mu = srv.cfg->auth_sasl_plain_username, *mp = srv.cfg->auth_sasl_plain_password;
+	size_t ul = b->user_len, ml = strlen(mu), pl = strlen(mp), n = ul + 1 + ml + 1 + pl;
+	unsigned char *raw = malloc(n), *enc = malloc(4 * ((n + 2) / 3) + 3);
+	int el;
+
+	if (raw == NULL || enc == NULL) {
+		free(raw);
+		free(enc);
+		backend_send(b, "*\r\n", 3); /* cancel: the server answers BAD */
+		return;
+	}
+	memcpy(raw, b->user, ul);
+	raw[ul] = '\0';
+	memcpy(raw + ul + 1, mu, ml);
+	raw[ul + 1 + ml] = '\0';
+	memcpy(raw + ul + 2 + ml, mp, pl);
+	el = EVP_EncodeBlock(enc, raw, (int)n);
+	memcpy(enc + el, "\r\n", 2);
+	backend_send(b, (const char *)enc, (size_t)el + 2);
+	explicit_bzero(raw, n);
+	explicit_bzero(enc, (size_t)el + 2);
+	free(raw);
+	free(enc);
 }
 
 static void backend_after_caps(struct backend *b)
@@ -330,6 +368,14 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 		break;
 	case B_PREAUTH:
 		tag = "IG3 ";
+		break;
+	case B_AUTH_PLAIN:
+		if (len >= 1 && line[0] == '+') {
+			backend_send_master_plain(b);
+			b->state = B_LOGIN_DONE;
+			return;
+		}
+		tag = "IG4 ";
 		break;
 	case B_LOGIN_USER:
 	case B_LOGIN_PASS:

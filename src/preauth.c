@@ -103,6 +103,19 @@ static void free_credentials(struct session *s)
 	}
 }
 
+/* Constant-time comparison with auth_shared_secret, lengths included
+ * (imapproxy compared only the client's length: "" matched). */
+static bool shared_secret_ok(const char *pass, size_t plen)
+{
+	const char *secret = srv.cfg->auth_shared_secret;
+	size_t sl = strlen(secret);
+	unsigned char diff = plen != sl;
+
+	for (size_t i = 0; i < sl; i++)
+		diff |= (unsigned char)(secret[i] ^ (i < plen ? pass[i] : 0));
+	return diff == 0 && sl > 0;
+}
+
 /* Keep the credentials and start the backend login for tag. */
 static void begin_login(struct session *s, const char *tag, const char *user, size_t ulen,
                         const char *pass, size_t plen)
@@ -127,6 +140,13 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
 	delay = session_guard_before_login(s);
 	if (delay < 0) {
 		free_credentials(s);
+		return;
+	}
+	if (srv.cfg->auth_shared_secret && !shared_secret_ok(pass, plen)) {
+		/* Master-user mode: the client's password is the shared secret;
+		 * a wrong one never reaches the backend and counts as a failure. */
+		s->state = SS_LOGIN;
+		preauth_login_done(s, BACKEND_REFUSED, "NO [AUTHENTICATIONFAILED] Authentication failed.");
 		return;
 	}
 	if (delay > 0) {

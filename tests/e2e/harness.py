@@ -78,6 +78,14 @@ def imapgate_binary(build=None):
     return Path(build or build_dir()).resolve() / "imapgate"
 
 
+def sanitized_build(build=None):
+    """True when the imapgate binary was built with AddressSanitizer (make SANITIZE=1)."""
+    try:
+        return b"__asan_init" in imapgate_binary(build).read_bytes()
+    except OSError:
+        return False
+
+
 def have_ipv6():
     """True when a socket can be bound to ::1."""
     if not socket.has_ipv6:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import free_port, imapgate_binary, login_raw, wait_for, wait_port
+from harness import free_port, imapgate_binary, login_raw, sanitized_build, wait_for, wait_port
 
 
 @pytest.fixture
@@ -82,6 +82,7 @@ def test_daemon_pidfile_and_syslog(dovecot, devlog, tmp_path):
         wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10, what="daemon exit")
 
 
+@pytest.mark.skipif(sanitized_build(), reason="LeakSanitizer needs /proc, which a chroot hides")
 def test_chroot(make_gate, dovecot, fresh_user):
     g = make_gate(start=False)
     jail = g.dir / "jail"

@@ -9,7 +9,7 @@ import random
 import socket
 import time
 
-from harness import RawClient, login_raw, make_message
+from harness import login_raw, make_message, sanitized_build
 
 CHUNKS = [b"a LOGIN ", b"{5}\r\n", b"{99999999999}\r\n", b"{3+}\r\nabc", b"\r\n", b"\n", b"\r", b"\x00",
           b"AUTHENTICATE PLAIN\r\n", b"*\r\n", b"ID (", b")", b'"', b"\\", b"STARTTLS\r\n", b"x" * 9000,
@@ -77,4 +77,6 @@ def test_slow_reader_of_a_big_message_bounded_memory(gate, dovecot, fresh_user):
         assert chunk, "closed before the end"
         got += chunk
     assert msg in got
-    assert peak - before < 2048, "imapgate grew by %d KiB while its client was slow" % (peak - before)
+    # (AddressSanitizer keeps freed blocks in quarantine: RSS says nothing there.)
+    if not sanitized_build():
+        assert peak - before < 2048, "imapgate grew by %d KiB while its client was slow" % (peak - before)

@@ -242,7 +242,10 @@ static void session_admit(struct session *s)
 	s->state = SS_PREAUTH;
 	s->ip_counted = per_ip != 0;
 	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->auth_timeout * 1000);
-	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip)) {
+	/* A webmail host is many users at one address: its limit is the
+	 * global one. */
+	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip &&
+	                    !cidr_list_match(&srv.cfg->trusted_webmail, sa))) {
 		log_warn("event=refused session=%llu client=%s:%u reason=max_connections_per_ip",
 		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
 		session_bye(s, "Too many connections from your address", "max_connections_per_ip");

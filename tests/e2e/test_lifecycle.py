@@ -105,3 +105,15 @@ def test_per_ip_limit_counts_addresses_separately(make_gate):
     assert c.read_line().startswith(b"* BYE ")
     assert a.command("n", "NOOP") == [b"n OK Completed\r\n"]
     assert b.command("n", "NOOP") == [b"n OK Completed\r\n"]
+
+
+@pytest.mark.skipif(not can_bind("127.0.0.2"), reason="cannot bind 127.0.0.2")
+def test_webmail_host_is_exempt_from_per_ip_limit(make_gate):
+    g = make_gate(max_connections_per_ip=2, trusted_webmail="127.0.0.2/32")
+    for _ in range(4):
+        g.connect_greeted(src="127.0.0.2")
+    # Others still have the limit.
+    g.connect_greeted(src="127.0.0.3")
+    g.connect_greeted(src="127.0.0.3")
+    c = g.connect_raw(src="127.0.0.3")
+    assert c.read_line().startswith(b"* BYE ")

@@ -120,8 +120,6 @@ static bool shared_secret_ok(const char *pass, size_t plen)
 static void begin_login(struct session *s, const char *tag, const char *user, size_t ulen,
                         const char *pass, size_t plen)
 {
-	long delay;
-
 	free_credentials(s);
 	if (ulen == 0 || ulen > USER_MAX) {
 		session_reply(s, "%s NO [AUTHENTICATIONFAILED] Invalid username", tag);
@@ -137,8 +135,7 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
 	s->user_len = ulen;
 	s->pass_len = plen;
 	snprintf(s->tag, sizeof(s->tag), "%s", tag);
-	delay = session_guard_before_login(s);
-	if (delay < 0) {
+	if (!session_guard_before_login(s)) {
 		free_credentials(s);
 		return;
 	}
@@ -147,10 +144,6 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
 		 * a wrong one never reaches the backend and counts as a failure. */
 		s->state = SS_LOGIN;
 		preauth_login_done(s, BACKEND_REFUSED, "NO [AUTHENTICATIONFAILED] Authentication failed.");
-		return;
-	}
-	if (delay > 0) {
-		session_login_after(s, (uint32_t)delay);
 		return;
 	}
 	session_start_login(s);

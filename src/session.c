@@ -815,14 +815,6 @@ static char *session_build_id(const struct session *s)
 	return out;
 }
 
-/* The per-user slow-down: the backend is asked only after delay_ms. */
-void session_login_after(struct session *s, uint32_t delay_ms)
-{
-	s->state = SS_LOGIN;
-	s->deferred[0] = '\0';
-	loop_timer_start(srv.loop, &s->login_timer, delay_ms);
-}
-
 /* A failed login is answered after the guard's delay; input waits too. */
 void session_defer_reply(struct session *s, uint32_t delay_ms, bool close_after)
 {
@@ -837,10 +829,6 @@ static void login_timer_fire(struct loop_timer *t)
 
 	if (s->state != SS_LOGIN)
 		return;
-	if (s->deferred[0] == '\0') {
-		session_start_login(s);
-		return;
-	}
 	session_reply(s, "%s", s->deferred);
 	s->deferred[0] = '\0';
 	s->state = SS_PREAUTH;

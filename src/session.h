@@ -68,7 +68,7 @@ struct session {
 	uint64_t bytes_in, bytes_out;
 	struct relay_track track;
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
-	struct loop_timer login_timer; /* per-user slow-down, delayed failure reply */
+	struct loop_timer login_timer; /* holds back a failure reply */
 	char deferred[600];    /* the reply the failure delay holds back */
 	bool deferred_close;   /* BYE after the deferred reply (now banned) */
 	bool state_relay_counted; /* counted in server_connections_in_use */
@@ -110,9 +110,9 @@ void session_guard_shutdown(void);
 const char *session_guard_describe(void);
 /* At admission: false when the address is banned (BYE sent, closing). */
 bool session_guard_admit(struct session *s);
-/* Before a login (credentials set): -1 refused (reply sent), else the
- * per-user slow-down in ms before the backend is asked. */
-long session_guard_before_login(struct session *s);
+/* Before a login (credentials set): false when refused (reply sent). The
+ * per-user slow-down holds back failure replies, never a login. */
+bool session_guard_before_login(struct session *s);
 /* The backend refused: record it. Returns the delay before the answer;
  * *close_after when this client's own address is now banned; note gets
  * " guard=counted failures=N/M ..." for the log line. */
@@ -128,7 +128,6 @@ void session_bye(struct session *s, const char *text, const char *reason);
 /* Stop reading; close once everything queued for the client is written. */
 void session_flush_close(struct session *s, const char *reason);
 void session_start_login(struct session *s);
-void session_login_after(struct session *s, uint32_t delay_ms);
 void session_defer_reply(struct session *s, uint32_t delay_ms, bool close_after);
 void session_enter_relay(struct session *s);
 void session_forget_credentials(struct session *s);

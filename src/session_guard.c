@@ -405,14 +405,14 @@ bool session_guard_admit(struct session *s)
 	return false;
 }
 
-long session_guard_before_login(struct session *s)
+bool session_guard_before_login(struct session *s)
 {
 	struct guard_verdict v;
 	char user[GUARD_USER_MAX];
 
 	credhash(s->user, s->user_len, s->pass, s->pass_len, s->pwhash);
 	if (!guard_on())
-		return 0;
+		return true;
 	guard_user(s, user, sizeof(user));
 	guard_check_login(guard, session_client_addr(s), user, now_s(), &v);
 	if (v.banned) {
@@ -426,9 +426,11 @@ long session_guard_before_login(struct session *s)
 		/* A banned socket goes; behind webmail only this login fails. */
 		if (!s->has_origin)
 			session_bye(s, "Too many failed logins from your address", "banned");
-		return -1;
+		return false;
 	}
-	return v.delay_ms;
+	/* The user's slow-down applies to failures (session_guard_failure):
+	 * the real user's right password is never held back. */
+	return true;
 }
 
 uint32_t session_guard_failure(struct session *s, const char *reason, bool *close_after, char *note,
@@ -459,7 +461,12 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 	if (r.status == GUARD_IGNORED || r.status == GUARD_TRUSTED)
 		return 0;
 	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	return guard_failure_delay(guard, rnd);
+	{
+		/* A distributed guess at one user: its failures slow down. */
+		uint32_t d = guard_failure_delay(guard, rnd);
+
+		return r.user_delay_ms > d ? r.user_delay_ms : d;
+	}
 }
 
 void session_guard_log_held(void)

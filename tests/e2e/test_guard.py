@@ -320,3 +320,28 @@ def test_guard_counters_in_stats(make_gate, dovecot, fresh_user):
     assert vals["guard_bans_active"] == "1"
     assert vals["guard_refused_connections_total"] == "1"
     assert vals["client_login_failures_total"] == "3"
+
+
+def test_distributed_guessing_slows_the_user_never_locks(make_gate, dovecot, fresh_user):
+    g = make_gate(guard_maxretry=50, guard_failure_delay=0, guard_db="none",
+                  guard_user_maxretry=3, guard_user_delay_max=1500)
+    user, pw = fresh_user
+    for i in range(3):
+        fail_from(g, "127.0.0.%d" % (30 + i), user)
+    g.wait_log(r"event=login_failed .*user=%s .*user_failures=3" % user)
+    # Past guard_user_maxretry each failure on that user is answered later
+    # (1 s, doubling, capped at guard_user_delay_max), from any address...
+    t0 = time.monotonic()
+    fail_from(g, "127.0.0.40", user)
+    assert time.monotonic() - t0 >= 1.45
+    # ...but the real user's right password is not held back, and other
+    # users are not slowed.
+    c = g.connect_greeted(src="127.0.0.41")
+    t0 = time.monotonic()
+    assert login_raw(c, user, pw)[-1].startswith(b"a OK ")
+    assert time.monotonic() - t0 < 0.9
+    other = g.connect_greeted(src="127.0.0.42")
+    t0 = time.monotonic()
+    assert login_raw(other, "someone-else", wrong())[-1].startswith(b"a NO ")
+    assert time.monotonic() - t0 < 1.4
+    assert "event=ban " not in g.log_text()

@@ -339,7 +339,6 @@ static void session_read_proxy(struct session *s)
 void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned listen_opts)
 {
 	struct session *s;
-	struct imap_parser_limits lim;
 	char ip[ADDR_STRLEN];
 
 	addr_format_ip(sa, ip, sizeof(ip));
@@ -352,15 +351,8 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 		return;
 	}
 	s = calloc(1, sizeof(*s));
-	lim.max_line = srv.cfg->max_line_length;
-	lim.max_literal = srv.cfg->preauth_max_literal;
-	lim.max_total = (size_t)srv.cfg->max_line_length * 2 + 2 * (size_t)srv.cfg->preauth_max_literal;
-	if (s)
-		s->parser = imap_parser_new(&lim);
-	if (s == NULL || s->parser == NULL) {
+	if (s == NULL) {
 		log_err("event=refused client=%s:%u reason=out_of_memory", ip, addr_port(sa));
-		if (s)
-			free(s);
 		close(fd);
 		return;
 	}
@@ -370,7 +362,7 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 	s->started_ms = loop_now(srv.loop);
 	conn_tcp_init(&s->client, fd, client_io, s);
 	s->be.conn.io.fd = -1;
-	buf_init(&s->cin, lim.max_line + 16);
+	buf_init(&s->cin, (size_t)srv.cfg->max_line_length + 16);
 	buf_init(&s->cout, COUT_CAP);
 	buf_init(&s->bout, BOUT_CAP);
 	s->timer.fn = session_timeout;
@@ -596,16 +588,42 @@ static void session_note_tls(struct session *s)
 
 /* --- pre-login input --------------------------------------------------- */
 
+/*
+ * The parser exists only while a command is coming in: an idle client
+ * before login holds no parser buffer (tens of KiB each otherwise).
+ */
+static bool session_need_parser(struct session *s)
+{
+	struct imap_parser_limits lim;
+
+	if (s->parser)
+		return true;
+	lim.max_line = srv.cfg->max_line_length;
+	lim.max_literal = srv.cfg->preauth_max_literal;
+	lim.max_total = (size_t)srv.cfg->max_line_length * 2 + 2 * (size_t)srv.cfg->preauth_max_literal;
+	s->parser = imap_parser_new(&lim);
+	if (s->parser == NULL) {
+		log_err("event=session_error session=%llu client=%s:%u reason=out_of_memory", (unsigned long long)s->id,
+		        s->peer_ip, s->peer_port);
+		session_bye(s, "Out of memory", "out_of_memory");
+		return false;
+	}
+	return true;
+}
+
 static void preauth_process(struct session *s)
 {
+	enum imap_parse_status st = IMAP_PARSE_MORE;
+
 	while ((s->state == SS_PREAUTH || s->state == SS_SASL) && !s->flush_then_close && !s->starttls_pending &&
 	       buf_len(&s->cin) > 0 && buf_len(&s->cout) < COUT_CAP / 2) {
 		struct imap_command cmd;
 		size_t used = 0;
 		const char *tag = NULL, *msg = NULL;
-		enum imap_parse_status st;
 		enum imap_parse_error err;
 
+		if (!session_need_parser(s))
+			return;
 		st = imap_parser_feed(s->parser, (const uint8_t *)buf_ptr(&s->cin), buf_len(&s->cin), &used, &cmd);
 		/* The parser copies what it keeps; wipe what it read (passwords). */
 		explicit_bzero(s->cin.data + s->cin.start, used);
@@ -649,6 +667,9 @@ static void preauth_process(struct session *s)
 			break;
 	}
 	buf_release(&s->cin);
+	/* Between commands, with nothing pending, the parser can go. */
+	if (st == IMAP_PARSE_COMMAND && s->state == SS_PREAUTH && buf_len(&s->cin) == 0 && s->parser)
+		imap_parser_free(&s->parser);
 }
 
 /* --- relay --------------------------------------------------------------- */

@@ -187,12 +187,18 @@ void backend_start(struct backend *b, backend_done_fn *done, void *data)
 	b->reason[0] = '\0';
 	b->detail[0] = '\0';
 	b->tls = false;
+	b->overflow = false;
 	b->caps_starttls = b->caps_logindisabled = false;
 	b->conn.io.fd = -1;
 	b->timer.fn = backend_timeout;
 	b->timer.data = b;
 	buf_init(&b->in, BACKEND_LINE_MAX);
-	buf_init(&b->out, 16384);
+	/* Room for every command of the login at once: the ID, preauth_command,
+	 * the credentials (base64 for the master user). */
+	buf_init(&b->out, 4096 + 2 * (b->user_len + b->pass_len) + (b->id_args ? strlen(b->id_args) : 0) +
+	                      (srv.cfg->preauth_command ? strlen(srv.cfg->preauth_command) : 0) +
+	                      (srv.cfg->auth_sasl_plain_username ? 2 * strlen(srv.cfg->auth_sasl_plain_username) : 0) +
+	                      (srv.cfg->auth_sasl_plain_password ? 2 * strlen(srv.cfg->auth_sasl_plain_password) : 0));
 	loop_timer_start(srv.loop, &b->timer, (uint64_t)srv.cfg->backend_timeout * 1000);
 	if (backend_connect_next(b) == -1)
 		backend_fail_later(b, "backend_connect_failed");
@@ -215,12 +221,34 @@ void backend_release(struct backend *b)
 
 static int backend_send(struct backend *b, const char *p, size_t n)
 {
-	return buf_append(&b->out, p, n);
+	if (buf_append(&b->out, p, n) == -1) {
+		b->overflow = true;
+		return -1;
+	}
+	return 0;
+}
+
+/* "TAG TEXT\r\n" into the output; the buffer was sized for it at start. */
+static void backend_send_cmd(struct backend *b, const char *tag, const char *text)
+{
+	size_t tl = strlen(tag), xl = strlen(text);
+
+	if (buf_space(&b->out) < tl + xl + 2) {
+		b->overflow = true;
+		return;
+	}
+	buf_append(&b->out, tag, tl);
+	buf_append(&b->out, text, xl);
+	buf_append(&b->out, "\r\n", 2);
 }
 
 static int backend_sendf_literal(struct backend *b, const char *prefix, size_t n)
 {
-	return buf_appendf(&b->out, "%s{%zu}\r\n", prefix, n);
+	if (buf_appendf(&b->out, "%s{%zu}\r\n", prefix, n) == -1) {
+		b->overflow = true;
+		return -1;
+	}
+	return 0;
 }
 
 /* Does the line's text start with word (case-insensitive) followed by SP or end? */
@@ -319,10 +347,10 @@ static void backend_after_caps(struct backend *b)
 		return;
 	}
 	if (b->id_args) {
-		buf_appendf(&b->out, "IG2 ID %s\r\n", b->id_args);
+		backend_send_cmd(b, "IG2 ID ", b->id_args);
 		b->state = B_ID;
 	} else if (srv.cfg->preauth_command) {
-		buf_appendf(&b->out, "IG3 %s\r\n", srv.cfg->preauth_command);
+		backend_send_cmd(b, "IG3 ", srv.cfg->preauth_command);
 		b->state = B_PREAUTH;
 	} else {
 		backend_send_login(b);
@@ -449,7 +477,7 @@ static void backend_line(struct backend *b, const char *line, size_t len)
 		return;
 	case B_ID:
 		if (srv.cfg->preauth_command) {
-			buf_appendf(&b->out, "IG3 %s\r\n", srv.cfg->preauth_command);
+			backend_send_cmd(b, "IG3 ", srv.cfg->preauth_command);
 			b->state = B_PREAUTH;
 		} else {
 			backend_send_login(b);
@@ -545,6 +573,11 @@ static void backend_io(struct loop_io *io, unsigned ev)
 			if ((size_t)r < room && !b->tls)
 				break;
 		}
+	}
+	if (b->overflow) {
+		/* Never a half-sent command (a password announced and not sent). */
+		backend_fail(b, "backend_command_too_long");
+		return;
 	}
 	if (backend_want(b) == -1)
 		backend_fail(b, "backend_epoll_error");

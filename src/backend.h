@@ -42,6 +42,7 @@ struct backend {
 	bool tls;                /* the connection runs TLS (implicit or STARTTLS) */
 	bool caps_starttls, caps_logindisabled; /* as this server said */
 	bool discard_after_line;
+	bool overflow;           /* a command did not fit: the login fails */
 };
 
 /*

@@ -333,6 +333,7 @@ static void sasl_step(struct session *s, const char *data, size_t len)
 	if (len == 1 && data[0] == '=')
 		n = 0; /* empty initial response */
 	else if ((n = b64_decode(data, len, dec, sizeof(dec))) < 0) {
+		explicit_bzero(dec, sizeof(dec)); /* groups decoded before the bad one */
 		s->state = SS_PREAUTH;
 		session_reply(s, "%s BAD Invalid base64 data", s->tag);
 		s->bad_commands++;

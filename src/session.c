@@ -134,13 +134,16 @@ void session_reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\r';
 	line[n++] = '\n';
 	/* Pre-login replies are small and reading stops while cout is full, so
-	 * this only fails for a client that never reads: drop it. */
+	 * this only fails for a client that never reads: it is dropped at the
+	 * next session_update (never here: callers go on using s). */
 	if (buf_append(&s->cout, line, (size_t)n) == -1)
-		session_close(s, "client_not_reading");
+		s->stuck = true;
 }
 
 void session_flush_close(struct session *s, const char *reason)
 {
+	if (s->state == SS_CLOSED)
+		return;
 	s->flush_then_close = true;
 	s->close_reason = reason;
 	loop_timer_start(srv.loop, &s->timer, FLUSH_TIMEOUT_MS);
@@ -209,6 +212,11 @@ static void session_timeout(struct loop_timer *t)
 		log_warn("event=proxy_error session=%llu client=%s:%u reason=header_timeout", (unsigned long long)s->id,
 		         s->peer_ip, s->peer_port);
 		session_close(s, "proxy_header_timeout");
+		break;
+	case SS_LOGIN:
+		/* The deadline passed during a backend login or a held-back
+		 * failure: look again shortly; back in pre-login it applies. */
+		loop_timer_start(srv.loop, &s->timer, 500);
 		break;
 	case SS_PREAUTH:
 	case SS_SASL:
@@ -362,9 +370,12 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 	s->started_ms = loop_now(srv.loop);
 	conn_tcp_init(&s->client, fd, client_io, s);
 	s->be.conn.io.fd = -1;
-	buf_init(&s->cin, (size_t)srv.cfg->max_line_length + 16);
+	/* cin holds a pre-login line or a PROXY header; bout must take all of
+	 * cin when a pipelined command follows LOGIN into the relay. */
+	buf_init(&s->cin, (size_t)srv.cfg->max_line_length + 16 > PROXY_HEADER_MAX + 16
+	                      ? (size_t)srv.cfg->max_line_length + 16 : PROXY_HEADER_MAX + 16);
 	buf_init(&s->cout, COUT_CAP);
-	buf_init(&s->bout, BOUT_CAP);
+	buf_init(&s->bout, s->cin.cap > BOUT_CAP ? s->cin.cap : BOUT_CAP);
 	s->timer.fn = session_timeout;
 	s->timer.data = s;
 	s->login_timer.fn = login_timer_fire;
@@ -445,6 +456,15 @@ static void session_close(struct session *s, const char *reason)
 
 void session_reap(void)
 {
+	/* Closed sessions leave the TLS pending list before they are freed. */
+	for (struct session **pp = &srv.pending; *pp;) {
+		if ((*pp)->state == SS_CLOSED) {
+			(*pp)->pending_queued = false;
+			*pp = (*pp)->pending_next;
+		} else {
+			pp = &(*pp)->pending_next;
+		}
+	}
 	while (srv.closing) {
 		struct session *s = srv.closing;
 
@@ -515,6 +535,14 @@ static void session_update(struct session *s)
 
 	if (s->state == SS_CLOSED)
 		return;
+	if (s->stuck) {
+		session_close(s, "client_not_reading");
+		return;
+	}
+	if (srv.shutting_down && s->state == SS_PREAUTH && !s->flush_then_close) {
+		/* Back from a login during shutdown: no new one. */
+		session_bye(s, "Server shutting down", "shutdown");
+	}
 	if (s->flush_then_close && buf_len(&s->cout) == 0) {
 		session_close(s, s->close_reason ? s->close_reason : "closed");
 		return;
@@ -522,7 +550,7 @@ static void session_update(struct session *s)
 	if (s->starttls_pending && buf_len(&s->cout) == 0) {
 		/* The OK went out in plaintext; everything after is TLS. */
 		s->starttls_pending = false;
-		if (conn_tls_start_server(&s->client, srv.tls_server) == -1) {
+		if (srv.tls_server == NULL || conn_tls_start_server(&s->client, srv.tls_server) == -1) {
 			session_close(s, "tls_setup_failed");
 			return;
 		}
@@ -742,7 +770,10 @@ void session_enter_relay(struct session *s)
 {
 	/* Bytes the server sent right after its OK belong to the client. */
 	if (buf_len(&s->be.in) > 0) {
-		buf_append(&s->cout, buf_ptr(&s->be.in), buf_len(&s->be.in));
+		if (buf_append(&s->cout, buf_ptr(&s->be.in), buf_len(&s->be.in)) == -1) {
+			session_close(s, "server_overflow");
+			return;
+		}
 		buf_consume(&s->be.in, buf_len(&s->be.in));
 	}
 	backend_release(&s->be);
@@ -754,7 +785,10 @@ void session_enter_relay(struct session *s)
 	/* A command pipelined behind LOGIN goes to the server, not the floor. */
 	if (buf_len(&s->cin) > 0) {
 		relay_track(&s->track, buf_ptr(&s->cin), buf_len(&s->cin));
-		buf_append(&s->bout, buf_ptr(&s->cin), buf_len(&s->cin));
+		if (buf_append(&s->bout, buf_ptr(&s->cin), buf_len(&s->cin)) == -1) {
+			session_close(s, "client_overflow");
+			return;
+		}
 		s->bytes_in += buf_len(&s->cin);
 		buf_consume(&s->cin, buf_len(&s->cin));
 	}
@@ -900,6 +934,13 @@ static void client_io(struct loop_io *io, unsigned ev)
 
 	if (s->state == SS_CLOSED)
 		return;
+	if ((ev & LOOP_ERROR) && !client_wants_read(s) && buf_len(&s->cout) == 0) {
+		/* Reset or hung up while we were not reading (e.g. during a
+		 * backend login): nothing will clear the condition, and epoll
+		 * would report it again and again. */
+		session_close(s, "client_error");
+		return;
+	}
 	if (s->client_tls)
 		/* TLS may need either direction for either operation: try both,
 		 * reading only what the state wants. */
@@ -964,6 +1005,14 @@ static void server_io(struct loop_io *io, unsigned ev)
 
 	if (s->state != SS_RELAY)
 		return;
+	if ((ev & LOOP_ERROR) && !server_wants_read(s)) {
+		/* The server reset while its replies wait for the client: give the
+		 * client what is queued, then close. */
+		conn_close(srv.loop, &s->be.conn);
+		session_flush_close(s, "server_error");
+		session_update(s);
+		return;
+	}
 	if (s->be.tls)
 		ev |= LOOP_READ | LOOP_WRITE;
 	if (!server_wants_read(s))
@@ -1062,7 +1111,8 @@ void session_shutdown_force(void)
 		}
 		conn_close(srv.loop, &s->be.conn);
 		session_bye(s, "Server shutting down", "shutdown");
-		loop_timer_start(srv.loop, &s->timer, SHUTDOWN_GRACE_MS);
+		if (s->state != SS_CLOSED)
+			loop_timer_start(srv.loop, &s->timer, SHUTDOWN_GRACE_MS);
 		session_update(s);
 	}
 }

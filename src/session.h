@@ -73,6 +73,7 @@ struct session {
 	bool deferred_close;   /* BYE after the deferred reply (now banned) */
 	bool state_relay_counted; /* counted in server_connections_in_use */
 	bool ip_counted;       /* counted in the per-address limit */
+	bool stuck;            /* a reply did not fit: the client does not read */
 	bool client_tls;       /* the client side runs TLS (implicit or STARTTLS) */
 	bool tls_noted;        /* handshake logged and counted */
 	bool starttls_pending; /* STARTTLS answered; TLS starts once cout is out */

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RawClient, can_bind, login_raw, quote, sasl_plain
+from harness import RawClient, can_bind, free_port, login_raw, make_message, quote, sasl_plain
 from tls_util import (Certs, RecordingProxy, connect_tls, peer_serial, plain_login_lines, s_client, starttls,
                       tls_dovecot, tls_gate, tls_is_open, tls_login_lines, wait_until, wrap_client)
 
@@ -511,3 +511,30 @@ def test_logindisabled_backend_with_server_tls_none_gets_no_credentials(make_gat
     assert b" LOGIN " not in up.upper()
     assert b"AUTHENTICATE" not in up.upper()
     assert d.count_logins(user) == 0
+
+
+def test_tls_both_sides_big_transfers(make_gate, own_dovecot, certs):
+    # TLS toward the client and toward the backend at once, with messages
+    # larger than every buffer: decrypted bytes left inside OpenSSL on either
+    # side must flow without waiting for the socket.
+    d = tls_dovecot(own_dovecot, certs.server)
+    body = "".join("line %06d of a message bigger than any buffer\r\n" % i for i in range(60000))
+    big = make_message(subject="tls-big", body=body)
+    d.deliver("alice", big)
+    g = gate_to_tls_backend(make_gate, certs, d.imaps_port, server_tls="implicit", start=False,
+                            client_tls_cert_file=certs.server.cert, client_tls_key_file=certs.server.key)
+    g.tls_port = free_port()
+    g.write_config(listen=list(g.config["listen"]) + ["127.0.0.1:%d tls" % g.tls_port])
+    g.start()
+    with imaplib.IMAP4_SSL("127.0.0.1", g.tls_port, ssl_context=certs.client_context(), timeout=20) as m:
+        assert m.login("alice", "alicepw")[0] == "OK"
+        assert m.select("INBOX")[0] == "OK"
+        for _ in range(3):
+            typ, data = m.fetch("1", "(BODY.PEEK[])")
+            assert typ == "OK" and data[0][1] == big
+        # And a big upload the other way.
+        up = make_message(subject="tls-up", body=body[: len(body) // 2])
+        assert m.append("INBOX", None, None, up)[0] == "OK"
+        typ, data = m.fetch("2", "(BODY.PEEK[])")
+        assert data[0][1] == up
+        m.logout()

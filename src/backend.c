@@ -91,9 +91,10 @@ static bool backend_implicit_tls(void)
 {
 	const struct config *c = srv.cfg;
 
+	/* auto: the IMAPS port means implicit TLS (force_tls means STARTTLS). */
 	return c->server_tls == TLS_MODE_IMPLICIT ||
-	       (c->server_tls == TLS_MODE_AUTO && !c->force_tls && strcmp(c->server_port, "993") == 0) ||
-	       (c->server_tls == TLS_MODE_AUTO && !c->force_tls && strcmp(c->server_port, "imaps") == 0);
+	       (c->server_tls == TLS_MODE_AUTO && !c->force_tls &&
+	        (strcmp(c->server_port, "993") == 0 || strcmp(c->server_port, "imaps") == 0));
 }
 
 static int backend_start_tls(struct backend *b)

@@ -327,7 +327,9 @@ SECTIONS = [
 def print_by_hand(demo):
     heading("Try it yourself")
     port = demo.gate.port
-    note("Connect with netcat (-C sends CRLF line ends) and type IMAP commands:")
+    note("Read alice's first message with curl's IMAP client:")
+    note("    curl --user alice:alicepw 'imap://127.0.0.1:%d/INBOX;UID=1'" % port)
+    note("or type IMAP commands by hand (netcat, if installed; -C sends CRLF):")
     note("    nc -C 127.0.0.1 %d" % port)
     note("    a LOGIN alice alicepw")
     note("    b SELECT INBOX")

@@ -491,10 +491,18 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 	}
 }
 
+/* The one login_failed line: every failure kind, the same stable keys. */
+static void log_login_failed(const struct session *s, const char *user, int prio, const char *reason,
+                             const char *extra)
+{
+	log_msg(prio, "event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=%s%s",
+	        (unsigned long long)s->id, user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip,
+	        reason, extra);
+}
+
 void preauth_login_done(struct session *s, enum backend_result r, const char *text)
 {
 	char user[160];
-	const char *rip = s->has_origin ? s->origin_ip : s->peer_ip;
 
 	log_sanitize(s->user ? s->user : "", s->user_len, user, sizeof(user));
 	session_forget_credentials(s);
@@ -503,7 +511,7 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		STATS_INC(STAT_CLIENT_LOGINS_TOTAL);
 		STATS_INC(STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
 		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=new", (unsigned long long)s->id,
-		         user, s->peer_ip, s->peer_port, rip);
+		         user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip);
 		session_reply(s, "%s %s", s->tag, text);
 		if (s->state != SS_CLOSED)
 			session_enter_relay(s);
@@ -519,8 +527,7 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		bool close_after;
 		uint32_t delay = session_guard_failure(s, "auth_failed", &close_after, note, sizeof(note));
 
-		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=auth_failed%s",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip, note);
+		log_login_failed(s, user, LOG_INFO, "auth_failed", note);
 		session_guard_log_held();
 		/* The server's own words ("NO [AUTHENTICATIONFAILED] ..."), after
 		 * the guard's random delay. */
@@ -534,23 +541,20 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		return;
 	}
 	case BACKEND_ID_REFUSED:
-		log_info("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=id_refused",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
+		log_login_failed(s, user, LOG_INFO, "id_refused", "");
 		session_reply(s, "%s NO [UNAVAILABLE] The server refused the ID command", s->tag);
 		break;
 	case BACKEND_PREAUTH_REFUSED:
-		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=preauth_command_failed",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip);
+		log_login_failed(s, user, LOG_WARNING, "preauth_command_failed", "");
 		session_reply(s, "%s NO [UNAVAILABLE] The server refused preauth_command", s->tag);
 		break;
 	default: {
-		char detail[200];
+		char detail[200], extra[220] = "";
 
 		log_sanitize_text(s->be.detail, strlen(s->be.detail), detail, sizeof(detail));
-		log_warn("event=login_failed session=%llu user=%s client=%s:%u rip=%s reason=%s%s%s%s",
-		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, rip,
-		         s->be.reason[0] ? s->be.reason : "backend_unavailable", detail[0] ? " error=\"" : "", detail,
-		         detail[0] ? "\"" : "");
+		if (detail[0])
+			snprintf(extra, sizeof(extra), " error=\"%s\"", detail);
+		log_login_failed(s, user, LOG_WARNING, s->be.reason[0] ? s->be.reason : "backend_unavailable", extra);
 		session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
 		break;
 	}

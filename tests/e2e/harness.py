@@ -891,6 +891,13 @@ class Imapgate:
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.conf_path)
 
+    def add_listener(self, options):
+        """Before start: one more listener on 127.0.0.1 with these options
+        ("tls", "proxy_protocol"); returns its port."""
+        port = free_port()
+        self.write_config(listen=list(self.config["listen"]) + ["127.0.0.1:%d %s" % (port, options)])
+        return port
+
     def write_config(self, **changes):
         """Apply changes to the dict config (None removes a key) and rewrite the file."""
         if self.config is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RawClient, can_bind, free_port, login_raw, register_secret
+from harness import RawClient, can_bind, login_raw, register_secret
 
 FILTER = Path(__file__).resolve().parents[2] / "contrib" / "fail2ban" / "filter.d" / "imapgate.conf"
 
@@ -24,9 +24,7 @@ pytestmark = [
 def test_fail2ban_regex_matches_exactly_the_failures(make_gate, dovecot, fresh_user):
     g = make_gate(start=False, guard_maxretry=10, guard_failure_delay=0, guard_db="none",
                   trusted_webmail="127.0.0.20/32", trusted_proxies="127.0.0.1/32")
-    pport = free_port()
-    g.config["listen"] = g.config["listen"] + ["127.0.0.1:%d proxy_protocol" % pport]
-    g.write_config()
+    pport = g.add_listener("proxy_protocol")
     g.start()
     user, pw = fresh_user
     bad = register_secret("f2b-wrong-pw")

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import RawClient, can_bind, free_port, login_raw, register_secret, wait_for
+from harness import RawClient, can_bind, login_raw, register_secret, wait_for
 
 pytestmark = pytest.mark.skipif(not can_bind("127.0.0.2"), reason="needs 127.0.0.0/8 source addresses")
 
@@ -176,9 +176,7 @@ def test_webmail_origin_is_banned_not_the_host(make_gate, dovecot, fresh_user):
 
 def proxy_listener(make_gate, **config):
     g = make_gate(start=False, trusted_proxies="127.0.0.1/32", **config)
-    port = free_port()
-    g.config["listen"] = g.config["listen"] + ["127.0.0.1:%d proxy_protocol" % port]
-    g.write_config()
+    port = g.add_listener("proxy_protocol")
     g.start()
     return g, port
 

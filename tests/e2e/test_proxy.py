@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import RawClient, free_port, login_raw, can_bind
+from harness import RawClient, login_raw, can_bind
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -33,9 +33,7 @@ def proxied(make_gate):
 
     def make(**config):
         g = make_gate(start=False, **config)
-        port = free_port()
-        g.config["listen"] = g.config["listen"] + ["127.0.0.1:%d proxy_protocol" % port]
-        g.write_config()
+        port = g.add_listener("proxy_protocol")
         g.start()
         return g, port
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RawClient, can_bind, free_port, login_raw, make_message, quote, sasl_plain
+from harness import RawClient, can_bind, login_raw, make_message, quote, sasl_plain
 from tls_util import (Certs, RecordingProxy, connect_tls, peer_serial, plain_login_lines, s_client, starttls,
                       tls_dovecot, tls_gate, tls_is_open, tls_login_lines, wait_until, wrap_client)
 
@@ -523,8 +523,7 @@ def test_tls_both_sides_big_transfers(make_gate, own_dovecot, certs):
     d.deliver("alice", big)
     g = gate_to_tls_backend(make_gate, certs, d.imaps_port, server_tls="implicit", start=False,
                             client_tls_cert_file=certs.server.cert, client_tls_key_file=certs.server.key)
-    g.tls_port = free_port()
-    g.write_config(listen=list(g.config["listen"]) + ["127.0.0.1:%d tls" % g.tls_port])
+    g.tls_port = g.add_listener("tls")
     g.start()
     with imaplib.IMAP4_SSL("127.0.0.1", g.tls_port, ssl_context=certs.client_context(), timeout=20) as m:
         assert m.login("alice", "alicepw")[0] == "OK"

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import RawClient, free_port, wait_listening
+from harness import RawClient, free_port, wait_for, wait_listening
 
 OPENSSL = "openssl"
 
@@ -201,10 +201,7 @@ def tls_gate(make_gate, cert, start=True, implicit=True, **config):
     g = make_gate(start=False, **config)
     g.tls_port = None
     if implicit:
-        g.tls_port = free_port()
-        listen = list(g.config["listen"])
-        listen.append("127.0.0.1:%d tls" % g.tls_port)
-        g.write_config(listen=listen)
+        g.tls_port = g.add_listener("tls")
     if start:
         g.start()
         if implicit:
@@ -368,12 +365,5 @@ class RecordingProxy:
 
 
 def wait_until(pred, timeout, what):
-    """Poll pred() for at most timeout seconds; return its true value or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(0.05)
+    """harness.wait_for with the argument order these tests use."""
+    return wait_for(pred, timeout, interval=0.05, what=what)

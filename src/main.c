@@ -24,6 +24,7 @@
 #include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "pool.h"
 #include "metrics.h"
 #include "stats.h"
 #include "tls.h"
@@ -142,6 +143,7 @@ static void begin_shutdown(void)
 	}
 	loop_timer_stop(srv.loop, &probe_timer);
 	session_shutdown_begin();
+	pool_shutdown();
 	if (srv.n_sessions == 0) {
 		loop_stop(srv.loop);
 		return;
@@ -230,8 +232,20 @@ static void reload(void)
 	    !same_str(ncfg->chroot_directory, srv.cfg->chroot_directory))
 		log_warn("event=reload warning=\"proc_username, proc_groupname and chroot_directory change only on restart\"");
 	ai = server_resolve_backend(ncfg);
-	config_free(&srv.cfg);
-	srv.cfg = ncfg;
+	{
+		/* Parked connections belong to the backend they logged in to. */
+		const struct config *o = srv.cfg;
+		bool changed = !same_str(ncfg->server_hostname, o->server_hostname) ||
+		               !same_str(ncfg->server_port, o->server_port) || ncfg->server_tls != o->server_tls ||
+		               ncfg->force_tls != o->force_tls ||
+		               !same_str(ncfg->auth_sasl_plain_username, o->auth_sasl_plain_username) ||
+		               !same_str(ncfg->preauth_command, o->preauth_command);
+
+		config_free(&srv.cfg);
+		srv.cfg = ncfg;
+		if (changed || !pool_enabled())
+			pool_flush(changed ? "backend_changed" : "cache_off");
+	}
 	if (srv.backend_ai)
 		freeaddrinfo(srv.backend_ai);
 	srv.backend_ai = ai;
@@ -266,6 +280,7 @@ static void before_sleep(void *data)
 	(void)data;
 	session_run_pending();
 	session_reap();
+	pool_reap();
 	/* Sessions still holding decrypted TLS bytes must not wait for epoll. */
 	if (srv.pending)
 		loop_timer_start(srv.loop, &pending_timer, 0);
@@ -520,6 +535,8 @@ int main(int argc, char **argv)
 	control_close();
 	metrics_close();
 	session_reap();
+	pool_shutdown();
+	pool_reap();
 	session_guard_shutdown();
 	if (probe_running)
 		backend_abort(&probe);

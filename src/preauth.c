@@ -509,9 +509,12 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	if (r == BACKEND_OK) {
 		session_guard_success(s);
 		STATS_INC(STAT_CLIENT_LOGINS_TOTAL);
-		STATS_INC(STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
-		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=new", (unsigned long long)s->id,
-		         user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip);
+		STATS_INC(s->reused ? STAT_SERVER_CONNECTIONS_REUSED_TOTAL : STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
+		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=%s", (unsigned long long)s->id,
+		         user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip,
+		         s->reused ? "reused" : "new");
+		if (s->reused)
+			session_reply(s, "* OK [XPROXYREUSE] IMAP connection reused by imapgate");
 		session_reply(s, "%s %s", s->tag, text);
 		if (s->state != SS_CLOSED)
 			session_enter_relay(s);
@@ -555,7 +558,11 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		if (detail[0])
 			snprintf(extra, sizeof(extra), " error=\"%s\"", detail);
 		log_login_failed(s, user, LOG_WARNING, s->be.reason[0] ? s->be.reason : "backend_unavailable", extra);
-		session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
+		if (strcmp(s->be.reason, "cache_full") == 0)
+			session_reply(s, "%s NO [UNAVAILABLE] Too many backend connections (cache_size), try again later",
+			              s->tag);
+		else
+			session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
 		break;
 	}
 	}

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 
 #include "log.h"
+#include "pool.h"
 #include "server.h"
 #include "proxy_proto.h"
 #include "control.h"
@@ -117,6 +118,8 @@ static void client_io(struct loop_io *io, unsigned ev);
 static void server_io(struct loop_io *io, unsigned ev);
 static void login_timer_fire(struct loop_timer *t);
 static void preauth_process(struct session *s);
+static void login_settled(struct session *s);
+static void session_handoff_backend(struct session *s);
 
 void session_reply(struct session *s, const char *fmt, ...)
 {
@@ -155,11 +158,12 @@ void session_bye(struct session *s, const char *text, const char *reason)
 	session_flush_close(s, reason);
 }
 
-/* Write what we can of b to c. Returns 0, or -1 on a write error. */
-static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
+/* Write what we can of b to c, all but its last `hold` bytes. Returns 0,
+ * or -1 on a write error. */
+static int flush_part(struct conn *c, struct buf *b, size_t hold, uint64_t *count)
 {
-	while (buf_len(b) > 0) {
-		ssize_t w = conn_write(c, buf_ptr(b), buf_len(b));
+	while (buf_len(b) > hold) {
+		ssize_t w = conn_write(c, buf_ptr(b), buf_len(b) - hold);
 
 		if (w == -1)
 			return errno == EAGAIN ? 0 : -1;
@@ -171,6 +175,17 @@ static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
 	}
 	buf_release(b);
 	return 0;
+}
+
+static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
+{
+	return flush_part(c, b, 0, count);
+}
+
+/* Client bytes on their way to the server. */
+static int flush_bout(struct session *s)
+{
+	return flush_part(&s->be.conn, &s->bout, s->bout_hold, NULL);
 }
 
 size_t session_discard_input(struct session *s)
@@ -426,10 +441,14 @@ static void session_close(struct session *s, const char *reason)
 		if (!s->tls_noted)
 			STATS_INC(STAT_TLS_HANDSHAKE_FAILURES_TOTAL);
 	}
-	if (s->state == SS_LOGIN)
+	if (s->state == SS_LOGIN && !s->reused) {
+		login_settled(s);
 		backend_abort(&s->be);
-	else
+	} else if (s->state == SS_RELAY || s->state == SS_LOGIN) {
+		session_handoff_backend(s);
+	} else {
 		conn_close(srv.loop, &s->be.conn);
+	}
 	conn_close(srv.loop, &s->client);
 	loop_timer_stop(srv.loop, &s->timer);
 	loop_timer_stop(srv.loop, &s->login_timer);
@@ -480,6 +499,7 @@ void session_reap(void)
 		}
 		free(s->id_args);
 		free(s->id_fields);
+		free(s->ok_text);
 		free(s);
 	}
 }
@@ -487,7 +507,7 @@ void session_reap(void)
 /* Does the session want bytes from the client now? */
 static bool client_wants_read(const struct session *s)
 {
-	if (s->flush_then_close || s->client_eof || s->starttls_pending)
+	if (s->flush_then_close || s->client_eof || s->starttls_pending || s->logout_pending)
 		return false;
 	switch (s->state) {
 	case SS_PROXY:
@@ -702,74 +722,100 @@ static void preauth_process(struct session *s)
 
 /* --- relay --------------------------------------------------------------- */
 
-/* Follow the client->server stream: command lines and their literals. */
-static void relay_track(struct relay_track *t, const char *p, size_t n)
+static unsigned logins_in_progress; /* backend logins started and not done */
+
+/* Backend connections held by sessions: relaying or logging in. */
+static unsigned backend_in_use(void)
 {
-	const char *end = p + n;
+	return (unsigned)stats_get(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT) + logins_in_progress;
+}
 
-	while (p < end) {
-		const char *lf;
-		size_t take;
-
-		if (t->literal_left) {
-			take = (uint64_t)(end - p) < t->literal_left ? (size_t)(end - p) : (size_t)t->literal_left;
-			t->literal_left -= take;
-			p += take;
-			continue;
-		}
-		lf = memchr(p, '\n', (size_t)(end - p));
-		take = (size_t)((lf ? lf : end) - p);
-		/* Keep the last bytes of the line to look for "{n}" / "{n+}". */
-		if (take >= sizeof(t->tail)) {
-			memcpy(t->tail, lf ? lf - sizeof(t->tail) : end - sizeof(t->tail), sizeof(t->tail));
-			t->tail_len = sizeof(t->tail);
-		} else {
-			if (t->tail_len + take > sizeof(t->tail)) {
-				size_t drop = t->tail_len + take - sizeof(t->tail);
-
-				memmove(t->tail, t->tail + drop, t->tail_len - drop);
-				t->tail_len -= (unsigned)drop;
-			}
-			memcpy(t->tail + t->tail_len, p, take);
-			t->tail_len += (unsigned)take;
-		}
-		if (lf == NULL) {
-			t->mid_line = true;
-			return;
-		}
-		p = lf + 1;
-		{
-			unsigned i = t->tail_len;
-			uint64_t v = 0, mul = 1;
-			unsigned digits = 0;
-
-			if (i > 0 && t->tail[i - 1] == '\r')
-				i--;
-			if (i > 0 && t->tail[i - 1] == '}') {
-				i--;
-				if (i > 0 && t->tail[i - 1] == '+')
-					i--;
-				while (i > 0 && t->tail[i - 1] >= '0' && t->tail[i - 1] <= '9' && digits < 19) {
-					v += (uint64_t)(t->tail[i - 1] - '0') * mul;
-					mul *= 10;
-					digits++;
-					i--;
-				}
-				if (digits > 0 && i > 0 && t->tail[i - 1] == '{')
-					t->literal_left = v;
-			}
-		}
-		t->tail_len = 0;
-		t->mid_line = t->literal_left > 0;
+static void login_settled(struct session *s)
+{
+	if (s->be_pending) {
+		s->be_pending = false;
+		logins_in_progress--;
 	}
-	if (t->literal_left == 0 && t->tail_len == 0)
-		t->mid_line = false;
+}
+
+/*
+ * The backend connection leaves the session for the pool, which parks it
+ * once it is clean or logs it out. Complete commands still queued must
+ * reach the server first; the held head of a command never did.
+ */
+static void session_handoff_backend(struct session *s)
+{
+	struct pool_handoff h;
+
+	if (!conn_is_open(&s->be.conn))
+		return;
+	if (s->state_relay_counted) {
+		s->state_relay_counted = false;
+		STATS_DEC(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT);
+	}
+	if (buf_len(&s->bout) > s->bout_hold && flush_bout(s) == -1)
+		imap_track_set_unclean(&s->track, "server_write_error");
+	if (buf_len(&s->bout) > s->bout_hold)
+		imap_track_set_unclean(&s->track, "commands_unsent");
+	imap_track_drop_held(&s->track);
+	buf_consume(&s->bout, buf_len(&s->bout));
+	buf_release(&s->bout);
+	s->bout_hold = 0;
+	memset(&h, 0, sizeof(h));
+	h.user = s->user ? s->user : "";
+	h.user_len = s->user ? s->user_len : 0;
+	h.pwhash = s->pwhash;
+	h.login_ms = s->login_ms;
+	h.ok_text = s->ok_text;
+	h.tls = s->be.tls;
+	h.session_id = s->id;
+	h.reuses = s->reuses;
+	if (s->user == NULL)
+		imap_track_set_unclean(&s->track, "no_user");
+	pool_adopt(&s->be.conn, &s->track, &h);
+}
+
+/* Client bytes just appended to bout from offset at: follow them, cut out
+ * a LOGOUT line (imapgate answers it), hold back a command's head. */
+static void relay_from_client(struct session *s, size_t at)
+{
+	struct track_client_result tr;
+
+	imap_track_client(&s->track, buf_ptr(&s->bout) + at, buf_len(&s->bout) - at, &tr);
+	if (tr.logout) {
+		/* The LOGOUT line and anything after it stay here. */
+		s->bout.end = s->bout.start + at + tr.used - tr.logout_len;
+		s->bout_hold = 0;
+		s->logout_pending = true;
+		memcpy(s->logout_tag, tr.logout_tag, sizeof(s->logout_tag));
+		return;
+	}
+	s->bout_hold = tr.hold;
+}
+
+/* The client said LOGOUT: once the replies to its earlier commands have
+ * reached it, say goodbye and give the backend connection to the pool. An
+ * IDLE left running is the pool's to end. */
+static void session_logout_check(struct session *s)
+{
+	const struct imap_track *t = &s->track;
+
+	if (!s->logout_pending || s->state != SS_RELAY || s->flush_then_close)
+		return;
+	if (!(imap_track_quiet(t) || (t->idle != TRACK_IDLE_NO && t->in_flight == 1 && !t->s_mid_line)))
+		return;
+	s->logout_pending = false;
+	session_reply(s, "* BYE Logging out");
+	session_reply(s, "%s OK Logout completed.", s->logout_tag);
+	session_handoff_backend(s);
+	session_flush_close(s, "logout");
 }
 
 void session_enter_relay(struct session *s)
 {
 	/* Bytes the server sent right after its OK belong to the client. */
 	if (buf_len(&s->be.in) > 0) {
+		imap_track_server(&s->track, buf_ptr(&s->be.in), buf_len(&s->be.in));
 		if (buf_append(&s->cout, buf_ptr(&s->be.in), buf_len(&s->be.in)) == -1) {
 			session_close(s, "server_overflow");
 			return;
@@ -777,6 +823,8 @@ void session_enter_relay(struct session *s)
 		buf_consume(&s->be.in, buf_len(&s->be.in));
 	}
 	backend_release(&s->be);
+	if (!pool_enabled())
+		imap_track_set_unclean(&s->track, "cache_off"); /* LOGOUT goes to the server */
 	s->state = SS_RELAY;
 	s->state_relay_counted = true;
 	STATS_INC(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT);
@@ -784,22 +832,25 @@ void session_enter_relay(struct session *s)
 	s->be.conn.io.data = s;
 	/* A command pipelined behind LOGIN goes to the server, not the floor. */
 	if (buf_len(&s->cin) > 0) {
-		relay_track(&s->track, buf_ptr(&s->cin), buf_len(&s->cin));
+		size_t at = buf_len(&s->bout);
+
 		if (buf_append(&s->bout, buf_ptr(&s->cin), buf_len(&s->cin)) == -1) {
 			session_close(s, "client_overflow");
 			return;
 		}
 		s->bytes_in += buf_len(&s->cin);
 		buf_consume(&s->cin, buf_len(&s->cin));
+		relay_from_client(s, at);
 	}
 	buf_free(&s->cin);
 	imap_parser_free(&s->parser);
 	s->started_ms = loop_now(srv.loop);
 	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->idle_timeout * 1000);
-	if (flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+	if (flush_bout(s) == -1) {
 		session_close(s, "server_write_error");
 		return;
 	}
+	session_logout_check(s);
 	if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 		session_close(s, "client_write_error");
 		return;
@@ -811,6 +862,13 @@ static void backend_done(struct backend *b, enum backend_result r, const char *t
 {
 	struct session *s = b->data;
 
+	login_settled(s);
+	if (r == BACKEND_OK) {
+		s->login_ms = loop_now(srv.loop);
+		s->reuses = 0;
+		free(s->ok_text);
+		s->ok_text = strdup(text);
+	}
 	preauth_login_done(s, r, text);
 	if (s->state != SS_CLOSED && s->state != SS_RELAY) {
 		/* Back to pre-login: commands pipelined after a failed LOGIN. */
@@ -884,6 +942,12 @@ static void login_timer_fire(struct loop_timer *t)
 
 	if (s->state != SS_LOGIN)
 		return;
+	if (s->reused) {
+		/* A parked connection was taken: answer as a backend login would. */
+		preauth_login_done(s, BACKEND_OK, s->ok_text ? s->ok_text : "OK Logged in");
+		session_update(s);
+		return;
+	}
 	session_reply(s, "%s", s->deferred);
 	s->deferred[0] = '\0';
 	s->state = SS_PREAUTH;
@@ -897,6 +961,28 @@ static void login_timer_fire(struct loop_timer *t)
 void session_start_login(struct session *s)
 {
 	s->state = SS_LOGIN;
+	s->reused = false;
+	if (pool_enabled() && !srv.shutting_down) {
+		struct pool_taken tk;
+
+		if (pool_take(s->user, s->user_len, s->pwhash, &s->be.conn, &s->track, server_io, s, &tk)) {
+			s->reused = true;
+			s->login_ms = tk.login_ms;
+			s->reuses = tk.reuses;
+			s->be.tls = tk.tls;
+			free(s->ok_text);
+			s->ok_text = strdup(tk.ok_text);
+			/* Answered from the loop, as a backend login is. */
+			loop_timer_start(srv.loop, &s->login_timer, 0);
+			return;
+		}
+		if (!pool_make_room(backend_in_use())) {
+			snprintf(s->be.reason, sizeof(s->be.reason), "cache_full");
+			s->be.detail[0] = '\0';
+			preauth_login_done(s, BACKEND_UNAVAILABLE, "cache_full");
+			return;
+		}
+	}
 	free(s->id_args);
 	s->id_args = session_build_id(s);
 	s->be.user = s->user;
@@ -904,6 +990,9 @@ void session_start_login(struct session *s)
 	s->be.pass = s->pass;
 	s->be.pass_len = s->pass_len;
 	s->be.id_args = s->id_args;
+	imap_track_init(&s->track);
+	s->be_pending = true;
+	logins_in_progress++;
 	backend_start(&s->be, backend_done, s);
 }
 
@@ -963,14 +1052,15 @@ static void client_io(struct loop_io *io, unsigned ev)
 
 			r = pump_in(&s->client, &s->bout);
 			if (r > 0) {
-				relay_track(&s->track, buf_ptr(&s->bout) + before, (size_t)r);
+				relay_from_client(s, before);
 				s->bytes_in += (uint64_t)r;
 				STATS_ADD(STAT_BYTES_FROM_CLIENTS_TOTAL, r);
 				s->started_ms = loop_now(srv.loop);
-				if (flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+				if (flush_bout(s) == -1) {
 					session_close(s, "server_write_error");
 					return;
 				}
+				session_logout_check(s);
 			}
 		} else {
 			r = pump_in(&s->client, &s->cin);
@@ -982,8 +1072,6 @@ static void client_io(struct loop_io *io, unsigned ev)
 		}
 		if (r == 0 || (r == -1 && errno != EAGAIN)) {
 			s->client_eof = true;
-			if (s->state == SS_RELAY)
-				(void)flush_buf(&s->be.conn, &s->bout, NULL);
 			session_close(s, r == 0 ? "client_eof" : "client_read_error");
 			return;
 		}
@@ -1017,18 +1105,22 @@ static void server_io(struct loop_io *io, unsigned ev)
 		ev |= LOOP_READ | LOOP_WRITE;
 	if (!server_wants_read(s))
 		ev &= ~LOOP_READ;
-	if ((ev & LOOP_WRITE) && flush_buf(&s->be.conn, &s->bout, NULL) == -1) {
+	if ((ev & LOOP_WRITE) && flush_bout(s) == -1) {
 		session_close(s, "server_write_error");
 		return;
 	}
 	if (ev & LOOP_READ) {
+		size_t before = buf_len(&s->cout);
+
 		r = pump_in(&s->be.conn, &s->cout);
 		if (r > 0) {
+			imap_track_server(&s->track, buf_ptr(&s->cout) + before, (size_t)r);
 			s->started_ms = loop_now(srv.loop);
 			if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 				session_close(s, "client_write_error");
 				return;
 			}
+			session_logout_check(s);
 		} else if (r == 0 || errno != EAGAIN) {
 			/* The server is gone (after LOGOUT, or it died): give the
 			 * client what it already sent, then close. */
@@ -1069,6 +1161,7 @@ static const char *ctl_pool(int argc, char **argv, bool json, struct strbuf *out
 		}
 		n++;
 	}
+	n += pool_list(out, json, n > 0);
 	if (json)
 		sb_printf(out, "]\n");
 	else if (n == 0)
@@ -1078,7 +1171,7 @@ static const char *ctl_pool(int argc, char **argv, bool json, struct strbuf *out
 
 void session_register_control(void)
 {
-	control_register("pool", ctl_pool, "backend connections (active; parked ones once the cache exists)");
+	control_register("pool", ctl_pool, "backend connections: active, cleaning and parked");
 }
 
 /* --- shutdown ------------------------------------------------------------ */
@@ -1100,12 +1193,14 @@ void session_shutdown_force(void)
 		n = s->next;
 		if (s->flush_then_close)
 			continue;
-		if (s->state == SS_RELAY && conn_is_open(&s->be.conn) && !s->track.mid_line) {
+		if (s->state == SS_RELAY && conn_is_open(&s->be.conn) && !s->track.lost &&
+		    imap_track_client_boundary(&s->track) && s->bout_hold == 0) {
 			/* At a command boundary: end the server session politely. */
 			buf_append(&s->bout, "IGZ LOGOUT\r\n", 12);
 			(void)flush_buf(&s->be.conn, &s->bout, NULL);
 		}
 		if (s->state == SS_LOGIN) {
+			login_settled(s);
 			backend_abort(&s->be);
 			s->state = SS_PREAUTH;
 		}

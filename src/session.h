@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "imap_parser.h"
+#include "imap_track.h"
 #include "loop.h"
 
 enum session_state {
@@ -23,15 +24,6 @@ enum session_state {
 	SS_LOGIN,   /* backend connection and LOGIN in progress */
 	SS_RELAY,   /* logged in: bytes flow both ways */
 	SS_CLOSED,
-};
-
-/* Where the client->server stream stands (relay), so that imapgate knows
- * when it may speak to the server itself. */
-struct relay_track {
-	uint64_t literal_left; /* bytes of a literal still to pass */
-	bool mid_line;         /* inside a command line */
-	char tail[24];         /* end of the current line, to spot "{n}" */
-	unsigned tail_len;
 };
 
 struct session {
@@ -66,7 +58,15 @@ struct session {
 	int sasl_step;
 	uint64_t started_ms;
 	uint64_t bytes_in, bytes_out;
-	struct relay_track track;
+	struct imap_track track; /* both directions of the relay (imap_track.h) */
+	size_t bout_hold;      /* trailing bytes of bout held back (a command's head) */
+	bool logout_pending;   /* the client's LOGOUT is waiting for its commands' replies */
+	char logout_tag[TRACK_TAG_MAX + 1];
+	bool be_pending;       /* a backend login of ours is in progress */
+	bool reused;           /* the backend connection came from the pool */
+	uint64_t login_ms;     /* when the backend connection really logged in */
+	unsigned reuses;       /* times it was handed out before this session */
+	char *ok_text;         /* the server's LOGIN OK text, for reuse */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
 	struct loop_timer login_timer; /* holds back a failure reply */
 	char deferred[600];    /* the reply the failure delay holds back */

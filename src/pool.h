@@ -1,0 +1,70 @@
+/*
+ * pool — the connection cache: authenticated backend connections kept
+ * after a client's LOGOUT and handed to the same user's next login with
+ * the same password.
+ *
+ * A connection enters the pool only through pool_adopt, which first makes
+ * it clean (waits for commands in flight, ends an IDLE, deselects the
+ * mailbox, each reply checked by tag) and parks it only then; anything
+ * doubtful is logged out and closed instead. A parked connection is
+ * watched: the server closing it or saying BYE removes it at once.
+ */
+#ifndef IMAPGATE_POOL_H
+#define IMAPGATE_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "credhash.h"
+#include "imap_track.h"
+#include "control.h"
+
+/* What the pool needs to know about a connection handed to it. */
+struct pool_handoff {
+	const char *user;
+	size_t user_len;
+	const uint8_t *pwhash;  /* CREDHASH_LEN bytes */
+	uint64_t login_ms;      /* when the real backend LOGIN happened */
+	const char *ok_text;    /* the server's LOGIN OK text ("[CAPABILITY ...] Logged in") */
+	bool tls;
+	uint64_t session_id;    /* for the log */
+	unsigned reuses;        /* times this connection was handed out before */
+};
+
+/* A parked connection taken for a new session. */
+struct pool_taken {
+	uint64_t login_ms;
+	char ok_text[512];
+	bool tls;
+	unsigned reuses;
+};
+
+/* Is the cache on (cache_size and cache_expiration_time non-zero)? */
+bool pool_enabled(void);
+/* Take over the connection c (moved out; c is left closed) with its
+ * tracker, and park it once clean or close it. */
+void pool_adopt(struct conn *c, const struct imap_track *t, const struct pool_handoff *h);
+/* Find a parked connection of user whose password hash matches; on success
+ * move it into *c (io callback fn/data) and fill *out. */
+bool pool_take(const char *user, size_t ulen, const uint8_t *pwhash, struct conn *c, struct imap_track *t,
+               void (*fn)(struct loop_io *, unsigned), void *data, struct pool_taken *out);
+/* Room for one more backend connection under cache_size (evicting the
+ * oldest parked one if needed)? in_use counts connections held by sessions
+ * (logged in or logging in). */
+bool pool_make_room(unsigned in_use);
+/* Parked and cleaning connections. */
+unsigned pool_count(void);
+/* The backend changed (reload): close every parked connection. */
+void pool_flush(const char *reason);
+/* Shutdown: LOGOUT and close everything. */
+void pool_shutdown(void);
+/* Free closed entries (before-sleep). */
+void pool_reap(void);
+/* "pool" control listing of the pool's own entries. */
+unsigned pool_list(struct strbuf *out, bool json, bool comma);
+/* XPROXY_DUMPICC lines: one "* XPROXY_DUMPICC <fd> <user> Cached" each. */
+void pool_dump(void (*emit)(void *arg, int fd, const char *user, const char *what), void *arg);
+
+#endif

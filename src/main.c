@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "backend.h"
 #include "config.h"
 #include "control.h"
@@ -28,6 +29,7 @@
 #include "metrics.h"
 #include "stats.h"
 #include "tls.h"
+#include "trace.h"
 #include "server.h"
 #include "session.h"
 #include "version.h"
@@ -194,6 +196,14 @@ static bool same_str(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
+/* Keys imapproxy had that imapgate reads but does not act on. */
+static void warn_unsupported(const struct config *c)
+{
+	if (c->enable_select_cache)
+		log_warn("event=config_warning key=enable_select_cache "
+		         "warning=\"the SELECT cache is not implemented: every SELECT goes to the server\"");
+}
+
 static void reload(void)
 {
 	struct config *ncfg = NULL;
@@ -257,8 +267,11 @@ static void reload(void)
 			log_warn("event=reload warning=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
 		if (metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
 			log_warn("event=reload warning=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+		if (trace_open(srv.cfg->protocol_log_filename, geteuid(), getegid(), &err) == -1)
+			log_warn("event=reload warning=\"protocol_log_filename: %s\"", err);
 	}
 	session_guard_reload();
+	warn_unsupported(srv.cfg);
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
 
@@ -509,6 +522,9 @@ int main(int argc, char **argv)
 			fatal("event=start error=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
 		if (srv.cfg->metrics_listen && metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
 			fatal("event=start error=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+		/* Opened as root, kept after the drop; a debug aid, so not fatal. */
+		if (trace_open(srv.cfg->protocol_log_filename, run_uid, run_gid, &err) == -1)
+			log_warn("event=start warning=\"protocol_log_filename: %s\"", err);
 	}
 	drop_privileges(srv.cfg, run_uid, run_gid);
 	if (session_guard_init() == -1)
@@ -525,9 +541,11 @@ int main(int argc, char **argv)
 
 	log_info("event=start version=%s config=%s backend=%s:%s", IMAPGATE_VERSION, srv.cfg->path,
 	         srv.cfg->server_hostname, srv.cfg->server_port);
+	warn_unsupported(srv.cfg);
 	control_register("status", ctl_status, "counters, sessions and backend state");
 	control_register("reload", ctl_reload, "re-read the configuration (as SIGHUP)");
 	session_register_control();
+	admin_register_control();
 	control_start();
 	probe_start();
 	if (loop_run(srv.loop) == -1)
@@ -538,6 +556,7 @@ int main(int argc, char **argv)
 	pool_shutdown();
 	pool_reap();
 	session_guard_shutdown();
+	trace_close();
 	if (probe_running)
 		backend_abort(&probe);
 	log_info("event=stop");

@@ -323,11 +323,12 @@ static void pool_io(struct loop_io *io, unsigned ev)
 	if (!pool_read(e))
 		return;
 	if (e->state == PC_PARKED) {
-		/* Parked: only untagged news (EXISTS, EXPUNGE) may come; a BYE,
-		 * a tagged reply or a half line means it is no longer clean. */
+		/* Parked: only untagged news (EXISTS, EXPUNGE) may come; a BYE
+		 * or a tagged reply means it is no longer clean. (A line still
+		 * arriving is checked again when the connection is taken.) */
 		if (e->track.bye)
 			pool_close(e, "server_bye", false);
-		else if (e->track.unclean || e->track.s_mid_line)
+		else if (e->track.unclean)
 			pool_close(e, "server_unexpected", true);
 	} else {
 		pool_step(e);

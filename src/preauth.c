@@ -1,6 +1,7 @@
 /*
  * preauth — what imapgate answers itself before the client has logged in:
- * CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE PLAIN/LOGIN.
+ * CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE PLAIN/LOGIN (and the
+ * XPROXY_* admin commands, through admin.c).
  *
  * Usernames and passwords are decoded from their IMAP form (atom, quoted,
  * literal, SASL base64) before they go anywhere. It never echoes an
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "admin.h"
 #include "log.h"
 #include "server.h"
 #include "session.h"
@@ -480,6 +482,8 @@ void preauth_command(struct session *s, const struct imap_command *cmd)
 		cmd_authenticate(s, cmd);
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
 		cmd_starttls(s, cmd);
+	} else if (admin_is_command(name)) {
+		admin_command(s, cmd);
 	} else {
 		session_reply(s, "%s BAD Please login first", cmd->tag);
 		s->bad_commands++;

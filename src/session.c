@@ -26,6 +26,7 @@
 #include "control.h"
 #include "stats.h"
 #include "tls.h"
+#include "trace.h"
 
 #define COUT_CAP (64 * 1024)
 #define BOUT_CAP (32 * 1024)
@@ -826,6 +827,7 @@ void session_enter_relay(struct session *s)
 	if (!pool_enabled())
 		imap_track_set_unclean(&s->track, "cache_off"); /* LOGOUT goes to the server */
 	s->state = SS_RELAY;
+	s->traced = trace_enabled_for(s->user, s->user_len);
 	s->state_relay_counted = true;
 	STATS_INC(STAT_SERVER_CONNECTIONS_IN_USE_CURRENT);
 	s->be.conn.io.fn = server_io;
@@ -1053,6 +1055,9 @@ static void client_io(struct loop_io *io, unsigned ev)
 			r = pump_in(&s->client, &s->bout);
 			if (r > 0) {
 				relay_from_client(s, before);
+				if (s->traced && buf_len(&s->bout) > before)
+					trace_client(s->id, s->user, s->user_len, s->client.io.fd, buf_ptr(&s->bout) + before,
+					             buf_len(&s->bout) - before);
 				s->bytes_in += (uint64_t)r;
 				STATS_ADD(STAT_BYTES_FROM_CLIENTS_TOTAL, r);
 				s->started_ms = loop_now(srv.loop);
@@ -1115,6 +1120,8 @@ static void server_io(struct loop_io *io, unsigned ev)
 		r = pump_in(&s->be.conn, &s->cout);
 		if (r > 0) {
 			imap_track_server(&s->track, buf_ptr(&s->cout) + before, (size_t)r);
+			if (s->traced)
+				trace_server(s->id, s->user, s->user_len, s->be.conn.io.fd, buf_ptr(&s->cout) + before, (size_t)r);
 			s->started_ms = loop_now(srv.loop);
 			if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 				session_close(s, "client_write_error");

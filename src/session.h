@@ -67,6 +67,7 @@ struct session {
 	uint64_t login_ms;     /* when the backend connection really logged in */
 	unsigned reuses;       /* times it was handed out before this session */
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
+	bool traced;           /* relay bytes go to the protocol trace (trace.h) */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
 	struct loop_timer login_timer; /* holds back a failure reply */
 	char deferred[600];    /* the reply the failure delay holds back */

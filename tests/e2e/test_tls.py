@@ -537,3 +537,29 @@ def test_tls_both_sides_big_transfers(make_gate, own_dovecot, certs):
         typ, data = m.fetch("2", "(BODY.PEEK[])")
         assert data[0][1] == up
         m.logout()
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_parked_backend_connection_keeps_its_tls(make_gate, own_dovecot, certs, mode):
+    # Issue 4: a parked connection keeps its TLS session; the reused one
+    # carries a big body intact, and Dovecot saw one (TLS) login only.
+    d = tls_dovecot(own_dovecot, certs.server)
+    body = "".join("reuse line %06d over a TLS backend link\r\n" % i for i in range(20000))
+    big = make_message(subject="tls-reuse", body=body)
+    d.deliver("carol", big)
+    port = d.imaps_port if mode == "implicit" else d.port
+    g = gate_to_tls_backend(make_gate, certs, port, server_tls=mode)
+    for round_ in range(3):
+        mark = g.log_mark()
+        with imaplib.IMAP4("127.0.0.1", g.port, timeout=20) as m:
+            assert m.login("carol", 'p@ss w"r\\d')[0] == "OK"
+            reused = "XPROXYREUSE" in m.untagged_responses
+            assert reused == (round_ > 0), (round_, m.untagged_responses)
+            assert m.select("INBOX")[0] == "OK"
+            typ, data = m.fetch("1", "(BODY.PEEK[])")
+            assert typ == "OK" and data[0][1] == big
+            m.logout()
+        g.wait_log(r"event=pool_park user=carol", timeout=5, since=mark)
+    wait_until(lambda: tls_login_lines(d, "carol"), 5, "a TLS login of carol in Dovecot's log")
+    assert len(tls_login_lines(d, "carol")) == 1
+    assert plain_login_lines(d, "carol") == []

@@ -215,19 +215,19 @@ bool admin_is_command(const char *name)
 void admin_command(struct session *s, const struct imap_command *cmd)
 {
 	int i = find_command(cmd->name);
-	const char *reason = NULL;
+	bool on = srv.cfg->enable_admin_commands;
 
-	if (i == -1)
+	if (i == -1) {
+		session_reply(s, "%s BAD Please login first", cmd->tag);
+		s->bad_commands++;
 		return;
-	if (!srv.cfg->enable_admin_commands)
-		reason = "disabled";
-	else if (!cidr_list_match(&srv.cfg->admin_allow, (const struct sockaddr *)&s->peer))
-		reason = "not_allowed";
-	if (reason) {
+	}
+	/* The socket's peer (after PROXY), never an address from IMAP ID. */
+	if (!on || !cidr_list_match(&srv.cfg->admin_allow, (const struct sockaddr *)&s->peer)) {
 		/* Someone outside admin_allow trying them is worth a warning. */
-		log_msg(reason[0] == 'd' ? LOG_INFO : LOG_WARNING,
-		        "event=admin_refused session=%llu client=%s:%u command=%s reason=%s", (unsigned long long)s->id,
-		        s->peer_ip, s->peer_port, commands[i].name, reason);
+		log_msg(on ? LOG_WARNING : LOG_INFO, "event=admin_refused session=%llu client=%s:%u command=%s reason=%s",
+		        (unsigned long long)s->id, s->peer_ip, s->peer_port, commands[i].name,
+		        on ? "not_allowed" : "disabled");
 		session_reply(s, "%s BAD Unrecognized command", cmd->tag);
 		s->bad_commands++;
 		return;

@@ -91,8 +91,10 @@ int trace_open(const char *path, uid_t uid, gid_t gid, const char **error_r)
 		trace_close();
 		return 0;
 	}
-	if (trace_fd != -1 && strcmp(path, trace_path) == 0 && stat(path, &st) == 0 && st.st_dev == trace_dev &&
-	    st.st_ino == trace_ino)
+	/* The same name: reopen only when another file is there now (rotation).
+	 * Nothing there (moved away, or not visible from a chroot): keep it. */
+	if (trace_fd != -1 && strcmp(path, trace_path) == 0 &&
+	    (stat(path, &st) == -1 || (st.st_dev == trace_dev && st.st_ino == trace_ino)))
 		return 0;
 	copy = strdup(path);
 	if (copy == NULL) {

@@ -31,8 +31,8 @@
  * O_CLOEXEC, mode 0600 (an existing file is set to 0600), never through a
  * symlink, refused when not a regular file, with other hard links, or owned
  * by someone other than us or uid. Running as root it is given to uid:gid.
- * The same path again reopens only when the file at path was replaced
- * (rotation). path NULL closes it. Returns 0, or -1 with *error_r set
+ * The same path again reopens only when another file is at path now
+ * (rotation); none there keeps the open one. path NULL closes it. Returns 0, or -1 with *error_r set
  * (static until the next call) and the previous file still in use.
  * Blocks on the local file system: start-up and reload only.
  */

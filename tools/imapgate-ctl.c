@@ -28,6 +28,7 @@ static void usage(void)
 	        "  unban ADDRESS[/PREFIX] [--forget]\n"
 	        "  why ADDRESS                  recent failures of that address\n"
 	        "  pool                         backend connections\n"
+	        "  trace [USER | --clear]       protocol trace: who, start, stop\n"
 	        "  reload                       re-read the configuration\n"
 	        "  help                         what the daemon answers to\n");
 	exit(2);

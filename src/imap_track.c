@@ -19,6 +19,11 @@ static const char *const safe_commands[] = {
 	"XLIST",
 };
 
+/* Commands that take no arguments: a literal after them is not theirs. */
+static const char *const no_arg_commands[] = {
+	"CAPABILITY", "CHECK", "CLOSE", "EXPUNGE", "IDLE", "LOGOUT", "NAMESPACE", "NOOP", "UNSELECT",
+};
+
 static const char *const safe_uid_commands[] = {
 	"COPY", "EXPUNGE", "FETCH", "MOVE", "SEARCH", "SORT", "STORE", "THREAD",
 };
@@ -102,32 +107,39 @@ static void tail_add(char *tail, unsigned *tl, size_t cap, const char *p, size_t
 	*tl += (unsigned)n;
 }
 
-/* Does the line (tail) end in a literal announcement? *plus for "{n+}". */
-static bool tail_literal(const char *tail, unsigned tl, uint64_t *n, bool *plus)
+/* Does the line (tail, the last cap bytes of it) end in a literal
+ * announcement? 1: yes, *plus for "{n+}"; 0: no; -1: it may, but the size
+ * cannot be read (the '{' fell off the tail, or it overflows). Like
+ * Dovecot: any number of digits, "{}" is 0. */
+static int tail_literal(const char *tail, unsigned tl, size_t cap, uint64_t *n, bool *plus)
 {
-	unsigned i = tl, digits = 0;
-	uint64_t v = 0, mul = 1;
+	unsigned i = tl, end;
+	uint64_t v = 0;
 
 	*plus = false;
 	if (i > 0 && tail[i - 1] == '\r')
 		i--;
 	if (i == 0 || tail[i - 1] != '}')
-		return false;
+		return 0;
 	i--;
 	if (i > 0 && tail[i - 1] == '+') {
 		*plus = true;
 		i--;
 	}
-	while (i > 0 && tail[i - 1] >= '0' && tail[i - 1] <= '9' && digits < 19) {
-		v += (uint64_t)(tail[i - 1] - '0') * mul;
-		mul *= 10;
-		digits++;
+	end = i;
+	while (i > 0 && tail[i - 1] >= '0' && tail[i - 1] <= '9')
 		i--;
+	if (i == 0)
+		return tl == cap ? -1 : 0;
+	if (tail[i - 1] != '{')
+		return 0;
+	for (; i < end; i++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(tail[i] - '0');
 	}
-	if (digits == 0 || i == 0 || tail[i - 1] != '{')
-		return false;
 	*n = v;
-	return true;
+	return 1;
 }
 
 /* Split "word" off p (up to SP, CR or LF); returns its length. */
@@ -140,6 +152,18 @@ static size_t word_len(const char *p, size_t n)
 	return i;
 }
 
+/* A tag imapgate may answer: ASTRING-CHARs but '+'. */
+static bool tag_valid(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\+", c) != NULL)
+			return false;
+	}
+	return true;
+}
+
 /* The head of a client line is complete (LF seen or head full): what is it? */
 static void client_classify(struct imap_track *t, bool line_done, struct track_client_result *r)
 {
@@ -148,6 +172,7 @@ static void client_classify(struct imap_track *t, bool line_done, struct track_c
 	const char *cmd;
 
 	t->c_in_head = false;
+	t->c_args = false;
 	if (t->idle != TRACK_IDLE_NO) {
 		size_t l = word_len(h, n);
 
@@ -168,13 +193,14 @@ static void client_classify(struct imap_track *t, bool line_done, struct track_c
 	cmd = h + tl + 1;
 	at = tl + 1;
 	cl = word_len(cmd, n - at);
+	t->c_args = !word_in(cmd, cl, no_arg_commands, sizeof(no_arg_commands) / sizeof(no_arg_commands[0]));
 	if (at + cl >= n && !line_done) {
 		/* The head filled up inside the command word. */
 		imap_track_set_unclean(t, "command_too_long");
 		t->in_flight++;
 		return;
 	}
-	if (word_eq(cmd, cl, "LOGOUT") && !t->unclean && line_done &&
+	if (word_eq(cmd, cl, "LOGOUT") && !t->unclean && line_done && tag_valid(h, tl) &&
 	    (n - at - cl == 1 || (n - at - cl == 2 && cmd[cl] == '\r'))) {
 		r->logout = true;
 		r->logout_len = n;
@@ -208,8 +234,18 @@ static void client_line_end(struct imap_track *t)
 {
 	uint64_t lit;
 	bool plus;
+	int k = tail_literal(t->c_tail, t->c_tail_len, sizeof(t->c_tail), &lit, &plus);
 
-	if (tail_literal(t->c_tail, t->c_tail_len, &lit, &plus)) {
+	if (k < 0)
+		imap_track_set_unclean(t, "literal_size");
+	if (k > 0 && plus) {
+		/* A command without arguments never reads it: Dovecot skips
+		 * the rest of the line and takes the literal for commands. */
+		if (!t->c_args)
+			imap_track_set_unclean(t, "nonsync_literal");
+		t->c_nonsync = true;
+	}
+	if (k > 0) {
 		t->c_literal = lit;
 		t->c_await_plus = !plus;
 		t->c_mid_line = true; /* the command goes on after the literal */
@@ -228,6 +264,12 @@ void imap_track_client(struct imap_track *t, const char *p, size_t n, struct tra
 		const char *seg = p + i, *lf;
 		size_t sl;
 
+		if (t->c_await_plus) {
+			/* Sent without waiting for "+": the server may refuse the
+			 * command after these bytes were counted as its literal. */
+			imap_track_set_unclean(t, "literal_before_plus");
+			t->c_await_plus = false;
+		}
 		if (t->c_literal) {
 			size_t take = (uint64_t)(n - i) < t->c_literal ? n - i : (size_t)t->c_literal;
 
@@ -283,12 +325,16 @@ static void server_classify(struct imap_track *t)
 		return;
 	}
 	if (n >= 2 && h[0] == '*' && h[1] == ' ') {
-		if (n >= 5 && strncasecmp(h + 2, "BYE", 3) == 0 && (n == 5 || h[5] == ' ' || h[5] == '\r'))
+		size_t wl = word_len(h + 2, n - 2);
+
+		if (word_eq(h + 2, wl, "BYE"))
 			t->bye = true;
+		t->s_data = !word_eq(h + 2, wl, "OK") && !word_eq(h + 2, wl, "NO") && !word_eq(h + 2, wl, "BAD") &&
+		            !word_eq(h + 2, wl, "BYE") && !word_eq(h + 2, wl, "PREAUTH");
 		return;
 	}
 	tl = word_len(h, n);
-	if (tl == 0 || tl > TRACK_TAG_MAX || tl >= n) {
+	if (tl == 0 || tl > TRACK_TAG_MAX || tl >= n || h[tl] != ' ') {
 		imap_track_set_unclean(t, "malformed_reply");
 		return;
 	}
@@ -302,6 +348,10 @@ static void server_classify(struct imap_track *t)
 	sl = word_len(h + tl + 1, n - tl - 1);
 	snprintf(t->last_status, sizeof(t->last_status), "%.*s", (int)(sl < 3 ? sl : 3), h + tl + 1);
 	t->tagged_seen++;
+	if (t->c_nonsync && strcmp(t->last_status, "BAD") == 0)
+		imap_track_set_unclean(t, "bad_literal");
+	if (t->in_flight == 0 && imap_track_client_boundary(t))
+		t->c_nonsync = false;
 	if (strcmp(t->last_tag, t->c_tag) == 0) {
 		if (t->c_await_plus) {
 			/* The server refused the command instead of asking for its
@@ -332,6 +382,7 @@ void imap_track_server(struct imap_track *t, const char *p, size_t n)
 		if (!t->s_mid_line) {
 			t->s_mid_line = true;
 			t->s_head_done = false;
+			t->s_data = false;
 			t->s_head_len = 0;
 			t->s_tail_len = 0;
 		}
@@ -351,7 +402,11 @@ void imap_track_server(struct imap_track *t, const char *p, size_t n)
 			uint64_t lit;
 			bool plus;
 
-			if (tail_literal(t->s_tail, t->s_tail_len, &lit, &plus))
+			int k = t->s_data ? tail_literal(t->s_tail, t->s_tail_len, sizeof(t->s_tail), &lit, &plus) : 0;
+
+			if (k < 0)
+				imap_track_set_unclean(t, "literal_size");
+			if (k > 0)
 				t->s_literal = lit; /* the response goes on after it */
 			else
 				t->s_mid_line = false;

@@ -27,19 +27,21 @@ struct imap_track {
 	uint64_t c_literal;     /* literal bytes still to pass */
 	bool c_mid_line;        /* inside a command line (or its continuation after a literal) */
 	bool c_in_head;         /* the line's first bytes are being read: held back */
-	bool c_continuation;    /* the line answers a "+" (IDLE's DONE), not a command */
 	bool c_await_plus;      /* the line ended in a synchronising literal, no "+" yet */
 	char c_head[TRACK_HEAD_MAX];
 	unsigned c_head_len;
 	char c_tail[24];        /* end of the line, to spot "{n}" / "{n+}" */
 	unsigned c_tail_len;
 	char c_tag[TRACK_TAG_MAX + 1]; /* tag of the command being sent */
+	bool c_args;            /* the command being sent takes arguments (it reads its literals) */
+	bool c_nonsync;         /* a "{n+}" was sent: a BAD may mean it was not read */
 	/* server -> client */
 	uint64_t s_literal;
 	bool s_mid_line;
 	char s_head[TRACK_TAG_MAX + 24];
 	unsigned s_head_len;
 	bool s_head_done;
+	bool s_data;            /* untagged data: the only server lines that carry literals */
 	char s_tail[24];
 	unsigned s_tail_len;
 	/* what is known of the connection */

@@ -255,6 +255,7 @@ static void reload(void)
 		srv.cfg = ncfg;
 		if (changed || !pool_enabled())
 			pool_flush(changed ? "backend_changed" : "cache_off");
+		pool_reconfigure();
 	}
 	if (srv.backend_ai)
 		freeaddrinfo(srv.backend_ai);

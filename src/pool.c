@@ -261,6 +261,12 @@ static void pool_step(struct pool_conn *e)
 		pool_close(e, t->unclean_why ? t->unclean_why : "unclean", true);
 		return;
 	}
+	if (!imap_track_client_boundary(t)) {
+		/* Half a command or literal was sent and its client is gone:
+		 * nothing can complete it (filler would append garbage). */
+		pool_close(e, "client_mid_command", false);
+		return;
+	}
 	if (t->idle == TRACK_IDLE_RUNNING && !e->done_sent) {
 		struct track_client_result r;
 
@@ -421,7 +427,13 @@ bool pool_take(const char *user, size_t ulen, const uint8_t *pwhash, struct conn
 			pp = &e->bnext;
 			continue;
 		}
-		/* Last look: what the server sent since the last event. */
+		/* Too old (limits lowered by a reload), or news since the last
+		 * event: what the server sent, checked once more. */
+		if (parked_deadline(e) <= loop_now(srv.loop)) {
+			pool_close(e, "expired", true);
+			pp = &buckets[user_hash(user, ulen)];
+			continue;
+		}
 		if (!pool_read(e) || e->track.bye || e->track.unclean || e->track.s_mid_line) {
 			if (e->state != PC_CLOSED)
 				pool_close(e, e->track.bye ? "server_bye" : "server_unexpected", false);
@@ -475,6 +487,18 @@ void pool_flush(const char *reason)
 		if (e->state == PC_PARKED)
 			pool_close(e, reason, true);
 	}
+}
+
+void pool_reconfigure(void)
+{
+	uint64_t now = loop_now(srv.loop);
+
+	for (struct pool_conn *e = all_head; e; e = e->next)
+		if (e->state == PC_PARKED) {
+			uint64_t d = parked_deadline(e);
+
+			loop_timer_start(srv.loop, &e->timer, d > now ? d - now : 0);
+		}
 }
 
 void pool_shutdown(void)

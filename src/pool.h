@@ -58,6 +58,8 @@ bool pool_make_room(unsigned in_use);
 unsigned pool_count(void);
 /* The backend changed (reload): close every parked connection. */
 void pool_flush(const char *reason);
+/* The ages may have changed (reload): re-arm the parked connections' timers. */
+void pool_reconfigure(void);
 /* Shutdown: LOGOUT and close everything. */
 void pool_shutdown(void);
 /* Free closed entries (before-sleep). */

@@ -1,0 +1,1070 @@
+/*
+ * loadgen — the IMAP load generator of imapgate's benchmark (bench/run.py).
+ *
+ * One process, one epoll loop, many connections; each connection is a small
+ * state machine that runs one workload (--mode) over and over:
+ *
+ *   webmail  connect, LOGIN a random user, SELECT INBOX, FETCH 1:50
+ *            (FLAGS ENVELOPE) (1:EXISTS if fewer), LOGOUT; a new TCP
+ *            connection per cycle
+ *   bulk     LOGIN once, then UID FETCH n BODY.PEEK[] of every message in
+ *            turn (one fetch is a cycle)
+ *   idle     LOGIN, SELECT INBOX, IDLE; once every session idles, print a
+ *            "ready" line, hold for --hold seconds, then DONE and LOGOUT
+ *   flood    connect and expect "* BYE" at once (a banned address); counts
+ *            refusals
+ *   burst    --conns connects at the same instant, greeting and LOGOUT,
+ *            --bursts times; counts lost and stalled connections
+ *
+ * Every reply is checked (tagged OK, SELECT's EXISTS, one FETCH per
+ * message); a cycle with any error is counted as failed, never retried.
+ * Every run is bounded by --seconds and --max-cycles, and every step by
+ * --timeout-ms, so nothing hangs. The result is one JSON line on stdout.
+ *
+ * It must never be pointed at anything but a test server: it logs in with
+ * the passwords it is given, as fast as it can. No dependencies beyond libc.
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF_SIZE (64 * 1024)
+#define WBUF_SIZE 1024
+#define MAX_SRC 64
+#define MAX_UIDS 256
+#define FETCH_RANGE 50
+
+enum mode { M_WEBMAIL, M_BULK, M_IDLE, M_FLOOD, M_BURST };
+static const char *const mode_names[] = {"webmail", "bulk", "idle", "flood", "burst"};
+
+enum step {
+	S_FREE,		/* no connection in this slot */
+	S_CONNECT,	/* non-blocking connect in progress */
+	S_GREETING,	/* waiting for "* OK" (or "* BYE" in flood mode) */
+	S_LOGIN,
+	S_SELECT,
+	S_FETCH,	/* webmail: FETCH 1:50 */
+	S_SEARCH,	/* bulk: UID SEARCH ALL */
+	S_BODY,		/* bulk: UID FETCH n BODY.PEEK[] */
+	S_IDLE_WAIT,	/* IDLE sent, waiting for "+" */
+	S_IDLING,
+	S_DONE_WAIT,	/* DONE sent, waiting for the IDLE's tagged OK */
+	S_LOGOUT,
+};
+
+static const char *const step_names[] = {"free", "connect", "greeting", "LOGIN", "SELECT", "FETCH",
+					 "UID SEARCH", "UID FETCH", "IDLE", "idling", "DONE", "LOGOUT"};
+
+enum err { E_CONNECT, E_TIMEOUT, E_CLOSED, E_GREETING, E_NO, E_PROTOCOL, E_VERIFY, E_NOT_REFUSED, E_COUNT };
+static const char *const err_names[] = {"connect", "timeout", "closed", "greeting", "no", "protocol", "verify",
+					"not_refused"};
+_Static_assert(sizeof(step_names) / sizeof(step_names[0]) == S_LOGOUT + 1, "a name for every step");
+_Static_assert(sizeof(err_names) / sizeof(err_names[0]) == E_COUNT, "a name for every error");
+
+struct conn {
+	int fd;
+	enum step step;
+	int user;
+	char *rbuf;
+	size_t rlen;
+	uint64_t skip;		/* literal bytes still to pass over */
+	bool cont;		/* the next line continues a response cut by a literal */
+	char wbuf[WBUF_SIZE];
+	size_t wlen, woff;
+	uint64_t t_cycle;	/* start of this cycle (connect, or a bulk fetch) */
+	uint64_t t_connect;
+	uint64_t t_step;	/* command of this step sent */
+	uint64_t deadline;	/* 0: none (idling) */
+	unsigned exists, fetched;
+	bool reused;
+	unsigned nuids, next_uid;
+	uint32_t uids[MAX_UIDS];
+};
+
+struct samples {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+static struct {
+	enum mode mode;
+	const char *host;
+	int port;
+	int conns;
+	double seconds;
+	long max_cycles;
+	int users;
+	const char *user_fmt, *pass_fmt;
+	struct sockaddr_storage src[MAX_SRC];
+	socklen_t srclen[MAX_SRC];
+	int nsrc;
+	int timeout_ms;
+	bool sequential;
+	uint64_t seed;
+	double hold;
+	int ramp;
+	int bursts;
+	int stall_ms;
+} opt = {
+	.mode = M_WEBMAIL, .host = "127.0.0.1", .conns = 1, .seconds = 10, .max_cycles = 1000000, .users = 1000,
+	.user_fmt = "user%04d", .pass_fmt = "pw%04d", .timeout_ms = 10000, .hold = 2, .ramp = 64, .bursts = 5,
+	.stall_ms = 1000,
+};
+
+static struct {
+	int ep;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	struct conn *c;
+	uint64_t t0, t_stop, t_end, t_hard, t_ready;
+	long started, cycles, failed, logins, reused, refused, lost, stalled;
+	long errs[E_COUNT];
+	char first_error[160];
+	uint64_t bytes;
+	long idling, in_setup, next_user, src_next;
+	int burst_no;
+	bool ready_printed, aborted;
+	struct samples cycle, login, reuse_login, greet;
+	uint64_t rng;
+} g;
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	got_signal = 1;
+}
+
+static void die(const char *msg)
+{
+	fprintf(stderr, "loadgen: %s\n", msg);
+	exit(2);
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t rng_next(void)
+{
+	/* xorshift64: cheap and good enough to pick users */
+	g.rng ^= g.rng << 13;
+	g.rng ^= g.rng >> 7;
+	g.rng ^= g.rng << 17;
+	return g.rng;
+}
+
+static void samples_add(struct samples *s, uint64_t us)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 4096;
+		uint32_t *v = realloc(s->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return;	/* out of memory: lose samples, not the run */
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The p-th percentile (nearest rank) of s, or -1 without samples; sorts s. */
+static long samples_pct(struct samples *s, double p)
+{
+	size_t i;
+
+	if (s->n == 0)
+		return -1;
+	qsort(s->v, s->n, sizeof(*s->v), cmp_u32);
+	i = (size_t)(p / 100.0 * (double)s->n + 0.999999);
+	if (i > 0)
+		i--;
+	if (i >= s->n)
+		i = s->n - 1;
+	return s->v[i];
+}
+
+/*
+ * Expand a template with one %d (optionally %0Nd) into out; no other
+ * conversions (the template comes from the command line: never a printf
+ * format). Returns -1 when it does not fit or the template is bad.
+ */
+static int fmt_index(const char *tmpl, int idx, char *out, size_t outsz)
+{
+	const char *p = strchr(tmpl, '%');
+	char num[32];
+	int width = 0, n;
+	size_t pre, post, len;
+	const char *rest;
+
+	if (p == NULL)
+		return snprintf(out, outsz, "%s", tmpl) < (int)outsz ? 0 : -1;
+	rest = p + 1;
+	if (*rest == '0')
+		rest++;
+	while (isdigit((unsigned char)*rest) && width < 20)
+		width = width * 10 + (*rest++ - '0');
+	if (*rest != 'd' || strchr(rest + 1, '%') != NULL)
+		return -1;
+	n = snprintf(num, sizeof(num), "%0*d", width, idx);
+	pre = (size_t)(p - tmpl);
+	post = strlen(rest + 1);
+	len = pre + (size_t)n + post;
+	if (len + 1 > outsz)
+		return -1;
+	memcpy(out, tmpl, pre);
+	memcpy(out + pre, num, (size_t)n);
+	memcpy(out + pre + (size_t)n, rest + 1, post + 1);
+	return 0;
+}
+
+/* IMAP quoted string of s into out (\ and " escaped); -1 if it does not fit. */
+static int quote(const char *s, char *out, size_t outsz)
+{
+	size_t o = 0;
+
+	if (outsz < 3)
+		return -1;
+	out[o++] = '"';
+	for (; *s; s++) {
+		if (o + 4 > outsz)
+			return -1;
+		if (*s == '"' || *s == '\\')
+			out[o++] = '\\';
+		out[o++] = *s;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+	return 0;
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static bool time_left(uint64_t now)
+{
+	return !got_signal && now < g.t_stop;
+}
+
+/* May a slot start another cycle (webmail, flood) or connection (bulk)? */
+static bool may_start(uint64_t now)
+{
+	switch (opt.mode) {
+	case M_WEBMAIL:
+	case M_FLOOD:
+	case M_BULK:
+		return time_left(now) && g.started < opt.max_cycles;
+	case M_IDLE:
+		return time_left(now) && g.started < opt.conns && g.in_setup < opt.ramp;
+	case M_BURST:
+		return false;	/* bursts are started together, by burst_next */
+	}
+	return false;
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->fd != -1) {
+		/*
+		 * Abortive close (RST): no TIME_WAIT here. One client address
+		 * making thousands of connections a second would otherwise fill
+		 * its ephemeral ports with TIME_WAIT within seconds, and connect()
+		 * would slow down for whichever server waits for the client to
+		 * close first. Only done when the conversation is over or failed.
+		 */
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (c->step != S_FREE && c->step != S_IDLING && opt.mode == M_IDLE && c->step <= S_IDLE_WAIT)
+		g.in_setup--;
+	c->step = S_FREE;
+	c->rlen = 0;
+	c->skip = 0;
+	c->cont = false;
+	c->wlen = c->woff = 0;
+	c->deadline = 0;
+}
+
+static void note_error(struct conn *c, enum err e, const char *what, const char *line, size_t len)
+{
+	g.errs[e]++;
+	g.failed++;
+	if (opt.mode == M_BURST)
+		g.lost++;
+	if (g.first_error[0] == '\0') {
+		int n = snprintf(g.first_error, sizeof(g.first_error), "%s (at %s)%s", what, step_names[c->step],
+				 line ? ": " : "");
+		size_t o = n < 0 ? 0 : (size_t)n, i;
+
+		if (o >= sizeof(g.first_error))
+			o = sizeof(g.first_error) - 1;
+		for (i = 0; line && i < len && o + 2 < sizeof(g.first_error); i++)
+			g.first_error[o++] = (line[i] >= 0x20 && line[i] < 0x7f && line[i] != '"' && line[i] != '\\')
+						     ? line[i] : '?';
+		g.first_error[o] = '\0';
+	}
+	if (c->step == S_IDLING)
+		g.idling--;
+	conn_close(c);
+}
+
+static void conn_interest(struct conn *c, bool want_write)
+{
+	struct epoll_event ev = {.events = EPOLLIN | (want_write ? EPOLLOUT : 0u), .data.ptr = c};
+
+	(void)epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Write what is queued; 0 when all is out or the rest waits for EPOLLOUT. */
+static int conn_flush(struct conn *c)
+{
+	while (c->woff < c->wlen) {
+		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			conn_interest(c, true);
+			return 0;
+		}
+		if (n == -1)
+			return -1;
+		c->woff += (size_t)n;
+	}
+	c->woff = c->wlen = 0;
+	return 0;
+}
+
+/* Send one command line (CRLF added) and enter step; the step's timer starts. */
+static int conn_send(struct conn *c, enum step step, const char *line)
+{
+	size_t len = strlen(line);
+
+	if (c->wlen + len + 2 > sizeof(c->wbuf))
+		return -1;
+	memcpy(c->wbuf + c->wlen, line, len);
+	memcpy(c->wbuf + c->wlen + len, "\r\n", 2);
+	c->wlen += len + 2;
+	c->step = step;
+	c->t_step = now_us();
+	c->deadline = c->t_step + (uint64_t)opt.timeout_ms * 1000u;
+	return conn_flush(c);
+}
+
+static int pick_user(void)
+{
+	if (opt.mode == M_BULK || opt.sequential)
+		return (int)(g.next_user++ % opt.users);
+	return (int)(rng_next() % (uint64_t)opt.users);
+}
+
+static void conn_start(struct conn *c)
+{
+	struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+	int one = 1, fd;
+	uint64_t now = now_us();
+
+	if (opt.mode != M_BULK)
+		g.started++;	/* bulk counts fetches, not connections */
+	c->t_cycle = c->t_connect = now;
+	c->deadline = now + (uint64_t)opt.timeout_ms * 1000u;
+	c->step = S_CONNECT;
+	c->exists = c->fetched = 0;
+	c->reused = false;
+	c->nuids = c->next_uid = 0;
+	if (opt.mode == M_IDLE)
+		g.in_setup++;
+	fd = socket(g.dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		c->fd = -1;
+		note_error(c, E_CONNECT, strerror(errno), NULL, 0);
+		return;
+	}
+	c->fd = fd;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (opt.nsrc > 0) {
+		int i = (int)(g.src_next++ % opt.nsrc);
+
+		/* the kernel picks the port at connect time: many more 4-tuples */
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&opt.src[i], opt.srclen[i]) == -1) {
+			note_error(c, E_CONNECT, strerror(errno), NULL, 0);
+			return;
+		}
+	}
+	if (connect(fd, (struct sockaddr *)&g.dst, g.dstlen) == -1 && errno != EINPROGRESS) {
+		note_error(c, E_CONNECT, strerror(errno), NULL, 0);
+		return;
+	}
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) == -1)
+		note_error(c, E_CONNECT, strerror(errno), NULL, 0);
+}
+
+static void cycle_done(struct conn *c)
+{
+	uint64_t now = now_us();
+
+	g.cycles++;
+	samples_add(&g.cycle, now - c->t_cycle);
+	g.t_end = now;
+}
+
+static int send_login(struct conn *c)
+{
+	char user[200], pass[200], qu[410], qp[410], line[WBUF_SIZE];
+
+	c->user = pick_user();
+	if (fmt_index(opt.user_fmt, c->user, user, sizeof(user)) == -1 ||
+	    fmt_index(opt.pass_fmt, c->user, pass, sizeof(pass)) == -1 || quote(user, qu, sizeof(qu)) == -1 ||
+	    quote(pass, qp, sizeof(qp)) == -1)
+		return -1;
+	snprintf(line, sizeof(line), "L LOGIN %s %s", qu, qp);
+	return conn_send(c, S_LOGIN, line);
+}
+
+static int send_body_fetch(struct conn *c)
+{
+	char line[64];
+
+	if (c->nuids == 0)
+		return -1;
+	snprintf(line, sizeof(line), "B UID FETCH %u BODY.PEEK[]", (unsigned)c->uids[c->next_uid++ % c->nuids]);
+	g.started++;
+	c->t_cycle = now_us();
+	return conn_send(c, S_BODY, line);
+}
+
+/* The tag of a tagged reply expected in this step. */
+static char step_tag(enum step s)
+{
+	switch (s) {
+	case S_LOGIN: return 'L';
+	case S_SELECT: return 'S';
+	case S_FETCH: return 'F';
+	case S_SEARCH: return 'U';
+	case S_BODY: return 'B';
+	case S_IDLE_WAIT:
+	case S_IDLING:
+	case S_DONE_WAIT: return 'I';
+	case S_LOGOUT: return 'O';
+	default: return 0;
+	}
+}
+
+static bool has_prefix(const char *line, size_t len, const char *p)
+{
+	size_t n = strlen(p);
+
+	return len >= n && strncasecmp(line, p, n) == 0;
+}
+
+/* "* <n> WORD": n, with *word pointing after the space; -1 if not that shape. */
+static long untagged_number(const char *line, size_t len, const char **word)
+{
+	size_t i = 2;
+	long n = 0;
+
+	if (len < 4 || line[0] != '*' || line[1] != ' ' || !isdigit((unsigned char)line[2]))
+		return -1;
+	while (i < len && isdigit((unsigned char)line[i]) && n < 100000000)
+		n = n * 10 + (line[i++] - '0');
+	if (i >= len || line[i] != ' ')
+		return -1;
+	*word = line + i + 1;
+	return n;
+}
+
+static void parse_search(struct conn *c, const char *line, size_t len)
+{
+	size_t i = 8;	/* after "* SEARCH" */
+
+	while (i < len && c->nuids < MAX_UIDS) {
+		uint32_t v = 0;
+
+		while (i < len && line[i] == ' ')
+			i++;
+		if (i >= len || !isdigit((unsigned char)line[i]))
+			break;
+		while (i < len && isdigit((unsigned char)line[i]))
+			v = v * 10 + (uint32_t)(line[i++] - '0');
+		c->uids[c->nuids++] = v;
+	}
+}
+
+/* An untagged or continuation response line (the part before any literal). */
+static int on_untagged(struct conn *c, const char *line, size_t len)
+{
+	const char *w;
+	long n;
+
+	if (has_prefix(line, len, "* BYE")) {
+		if (c->step == S_LOGOUT)
+			return 0;
+		note_error(c, E_CLOSED, "BYE from server", line, len);
+		return 1;
+	}
+	if (line[0] == '+') {
+		if (c->step != S_IDLE_WAIT) {
+			note_error(c, E_PROTOCOL, "unexpected continuation", line, len);
+			return 1;
+		}
+		c->step = S_IDLING;
+		c->deadline = 0;
+		g.idling++;
+		g.in_setup--;
+		return 0;
+	}
+	switch (c->step) {
+	case S_LOGIN:
+		if (has_prefix(line, len, "* OK [XPROXYREUSE]"))
+			c->reused = true;
+		break;
+	case S_SELECT:
+		n = untagged_number(line, len, &w);
+		if (n >= 0 && has_prefix(w, len - (size_t)(w - line), "EXISTS"))
+			c->exists = (unsigned)n;
+		break;
+	case S_FETCH:
+		n = untagged_number(line, len, &w);
+		if (n >= 0 && has_prefix(w, len - (size_t)(w - line), "FETCH"))
+			c->fetched++;
+		break;
+	case S_SEARCH:
+		if (has_prefix(line, len, "* SEARCH"))
+			parse_search(c, line, len);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* The tagged reply of the current step: the next command, or the end of the cycle. */
+static int on_tagged(struct conn *c, const char *line, size_t len)
+{
+	uint64_t now = now_us();
+	unsigned want;
+	char cmd[64];
+
+	if (len < 4 || line[0] != step_tag(c->step) || line[1] != ' ') {
+		note_error(c, E_PROTOCOL, "unexpected tag", line, len);
+		return 1;
+	}
+	if (!has_prefix(line + 2, len - 2, "OK")) {
+		note_error(c, E_NO, "command failed", line, len);
+		return 1;
+	}
+	switch (c->step) {
+	case S_LOGIN:
+		g.logins++;
+		samples_add(&g.login, now - c->t_step);
+		if (c->reused) {
+			g.reused++;
+			samples_add(&g.reuse_login, now - c->t_step);
+		}
+		return conn_send(c, S_SELECT, "S SELECT INBOX") == -1 ? -1 : 0;
+	case S_SELECT:
+		if (opt.mode == M_BULK)
+			return conn_send(c, S_SEARCH, "U UID SEARCH ALL") == -1 ? -1 : 0;
+		if (opt.mode == M_IDLE)
+			return conn_send(c, S_IDLE_WAIT, "I IDLE") == -1 ? -1 : 0;
+		if (c->exists == 0) {
+			note_error(c, E_VERIFY, "empty INBOX", NULL, 0);
+			return 1;
+		}
+		/* 1:50, or the whole INBOX if smaller (Dovecot says BAD to a range past the end) */
+		snprintf(cmd, sizeof(cmd), "F FETCH 1:%u (FLAGS ENVELOPE)",
+			 c->exists < FETCH_RANGE ? c->exists : FETCH_RANGE);
+		return conn_send(c, S_FETCH, cmd) == -1 ? -1 : 0;
+	case S_FETCH:
+		want = c->exists < FETCH_RANGE ? c->exists : FETCH_RANGE;
+		if (c->fetched != want) {
+			char why[64];
+
+			snprintf(why, sizeof(why), "%u FETCH responses for %u messages", c->fetched, want);
+			note_error(c, E_VERIFY, why, NULL, 0);
+			return 1;
+		}
+		return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
+	case S_SEARCH:
+		if (c->nuids == 0) {
+			note_error(c, E_VERIFY, "no messages to fetch", NULL, 0);
+			return 1;
+		}
+		if (!may_start(now))
+			return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
+		return send_body_fetch(c) == -1 ? -1 : 0;
+	case S_BODY:
+		cycle_done(c);
+		if (!may_start(now))
+			return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
+		return send_body_fetch(c) == -1 ? -1 : 0;
+	case S_DONE_WAIT:
+		return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
+	case S_LOGOUT:
+		if (opt.mode != M_BULK)
+			cycle_done(c);
+		conn_close(c);
+		return 1;
+	default:
+		note_error(c, E_PROTOCOL, "tagged reply out of step", line, len);
+		return 1;
+	}
+}
+
+static int on_greeting(struct conn *c, const char *line, size_t len)
+{
+	uint64_t now = now_us();
+	uint64_t greet = now - c->t_connect;
+
+	samples_add(&g.greet, greet);
+	if (opt.mode == M_FLOOD) {
+		if (has_prefix(line, len, "* BYE")) {
+			g.refused++;
+			cycle_done(c);
+			conn_close(c);
+		} else {
+			note_error(c, E_NOT_REFUSED, "not refused", line, len);
+		}
+		return 1;
+	}
+	if (!has_prefix(line, len, "* OK")) {
+		note_error(c, E_GREETING, "bad greeting", line, len);
+		return 1;
+	}
+	if (opt.mode == M_BURST) {
+		if (greet > (uint64_t)opt.stall_ms * 1000u)
+			g.stalled++;
+		return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
+	}
+	return send_login(c) == -1 ? -1 : 0;
+}
+
+/* A literal announced at the end of a line ("{123}" or "{123+}"): its size, or -1. */
+static long literal_size(const char *line, size_t len)
+{
+	size_t end, i;
+	long n = 0;
+
+	if (len < 3 || line[len - 1] != '}')
+		return -1;
+	end = line[len - 2] == '+' ? len - 2 : len - 1;
+	i = end;
+	while (i > 0 && isdigit((unsigned char)line[i - 1]))
+		i--;
+	if (i == 0 || i == end || line[i - 1] != '{' || end - i > 10)
+		return -1;
+	for (; i < end; i++)
+		n = n * 10 + (line[i] - '0');
+	return n;
+}
+
+/*
+ * Consume the bytes read so far: skip literal bodies, hand the first line
+ * of each response to the step's logic. Returns 1 when the connection was
+ * closed (the buffer is gone), -1 on a write error, else 0.
+ */
+static int conn_input(struct conn *c)
+{
+	size_t pos = 0;
+	int r = 0;
+
+	while (pos < c->rlen) {
+		char *line, *eol;
+		size_t len;
+		long lit;
+		bool first;
+
+		if (c->skip > 0) {
+			size_t n = c->rlen - pos < c->skip ? c->rlen - pos : (size_t)c->skip;
+
+			pos += n;
+			c->skip -= n;
+			if (opt.mode == M_BULK)
+				g.bytes += n;
+			continue;
+		}
+		line = c->rbuf + pos;
+		eol = memchr(line, '\n', c->rlen - pos);
+		if (eol == NULL)
+			break;
+		len = (size_t)(eol - line);
+		pos += len + 1;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		first = !c->cont;
+		lit = literal_size(line, len);
+		c->cont = lit >= 0;
+		c->skip = lit >= 0 ? (uint64_t)lit : 0;
+		if (!first || len == 0)
+			continue;
+		if (c->step == S_GREETING)
+			r = on_greeting(c, line, len);
+		else if (line[0] == '*' || line[0] == '+')
+			r = on_untagged(c, line, len);
+		else
+			r = on_tagged(c, line, len);
+		if (r != 0)
+			return r;
+	}
+	if (pos > 0) {
+		memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+		c->rlen -= pos;
+	}
+	if (c->rlen == RBUF_SIZE) {
+		note_error(c, E_PROTOCOL, "response line too long", c->rbuf, 80);
+		return 1;
+	}
+	return 0;
+}
+
+static void conn_event(struct conn *c, uint32_t events)
+{
+	if (c->step == S_FREE)
+		return;
+	if (c->step == S_CONNECT) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1 || err != 0) {
+			note_error(c, E_CONNECT, strerror(err ? err : errno), NULL, 0);
+			return;
+		}
+		c->step = S_GREETING;
+		conn_interest(c, false);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		if (conn_flush(c) == -1) {
+			note_error(c, E_CLOSED, "write failed", NULL, 0);
+			return;
+		}
+		if (c->wlen == 0)
+			conn_interest(c, false);
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			note_error(c, E_CLOSED, n == 0 ? "connection closed" : strerror(errno), NULL, 0);
+			return;
+		}
+		c->rlen += (size_t)n;
+		if (conn_input(c) == -1)
+			note_error(c, E_CLOSED, "write failed", NULL, 0);
+	}
+}
+
+/* ---- the run ---------------------------------------------------------- */
+
+static void check_timeouts(uint64_t now)
+{
+	for (int i = 0; i < opt.conns; i++) {
+		struct conn *c = &g.c[i];
+
+		if (c->step != S_FREE && c->deadline != 0 && now > c->deadline)
+			note_error(c, c->step == S_CONNECT ? E_CONNECT : E_TIMEOUT, "timed out", NULL, 0);
+	}
+}
+
+static void start_slots(uint64_t now)
+{
+	for (int i = 0; i < opt.conns; i++)
+		if (g.c[i].step == S_FREE && may_start(now))
+			conn_start(&g.c[i]);
+}
+
+static bool all_free(void)
+{
+	for (int i = 0; i < opt.conns; i++)
+		if (g.c[i].step != S_FREE)
+			return false;
+	return true;
+}
+
+/* Burst mode: when the last burst is over, start the next (all connects at once). */
+static void burst_next(uint64_t now)
+{
+	if (!all_free() || g.burst_no >= opt.bursts || !time_left(now))
+		return;
+	g.burst_no++;
+	for (int i = 0; i < opt.conns; i++)
+		conn_start(&g.c[i]);
+}
+
+static void print_ready(uint64_t now)
+{
+	printf("{\"event\":\"ready\",\"idle\":%ld,\"failed\":%ld,\"setup_s\":%.3f}\n", g.idling, g.failed,
+	       (double)(now - g.t0) / 1e6);
+	fflush(stdout);
+}
+
+/* Idle mode: every session idles (or the time to set up is over) → hold, then end. */
+static void idle_phase(uint64_t now)
+{
+	if (!g.ready_printed) {
+		bool setup_over = g.started >= opt.conns || !time_left(now);
+
+		if (!setup_over || g.in_setup > 0)
+			return;
+		g.ready_printed = true;
+		g.t_ready = now;
+		print_ready(now);
+		return;
+	}
+	if (g.t_ready == 0 || (now < g.t_ready + (uint64_t)(opt.hold * 1e6) && !got_signal))
+		return;
+	g.t_ready = 0;
+	for (int i = 0; i < opt.conns; i++) {
+		struct conn *c = &g.c[i];
+
+		if (c->step != S_IDLING)
+			continue;
+		g.idling--;
+		/* DONE is no command: the IDLE's own tag answers it */
+		if (conn_send(c, S_DONE_WAIT, "DONE") == -1)
+			note_error(c, E_CLOSED, "write failed", NULL, 0);
+	}
+}
+
+static void print_json(void)
+{
+	uint64_t end = g.t_end > g.t0 ? g.t_end : now_us();
+	double el = (double)(end - g.t0) / 1e6;
+
+	if (el <= 0)
+		el = 1e-6;
+	printf("{\"mode\":\"%s\",\"conns\":%d,\"elapsed_s\":%.3f,\"cycles\":%ld,\"failed\":%ld,\"errors\":%ld,"
+	       "\"cycles_per_s\":%.1f",
+	       mode_names[opt.mode], opt.conns, el, g.cycles, g.failed, g.failed, (double)g.cycles / el);
+	printf(",\"cycle_p50_us\":%ld,\"cycle_p99_us\":%ld", samples_pct(&g.cycle, 50), samples_pct(&g.cycle, 99));
+	printf(",\"logins\":%ld,\"login_p50_us\":%ld,\"login_p99_us\":%ld", g.logins, samples_pct(&g.login, 50),
+	       samples_pct(&g.login, 99));
+	printf(",\"reused\":%ld,\"reuse_login_p50_us\":%ld,\"reuse_login_p99_us\":%ld", g.reused,
+	       samples_pct(&g.reuse_login, 50), samples_pct(&g.reuse_login, 99));
+	printf(",\"greet_p50_us\":%ld,\"greet_p99_us\":%ld,\"greet_max_us\":%ld", samples_pct(&g.greet, 50),
+	       samples_pct(&g.greet, 99), samples_pct(&g.greet, 100));
+	printf(",\"bytes\":%llu,\"mb_per_s\":%.1f", (unsigned long long)g.bytes, (double)g.bytes / 1e6 / el);
+	printf(",\"refused\":%ld,\"refused_per_s\":%.1f", g.refused, (double)g.refused / el);
+	printf(",\"lost\":%ld,\"stalled\":%ld,\"aborted\":%s", g.lost, g.stalled, g.aborted ? "true" : "false");
+	printf(",\"error_kinds\":{");
+	for (int i = 0; i < E_COUNT; i++)
+		printf("%s\"%s\":%ld", i ? "," : "", err_names[i], g.errs[i]);
+	printf("},\"first_error\":\"%s\"}\n", g.first_error);
+	fflush(stdout);
+}
+
+static int parse_addr(const char *s, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, s, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*v4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*v6);
+		return 0;
+	}
+	return -1;
+}
+
+static void parse_src(char *list)
+{
+	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+		if (opt.nsrc == MAX_SRC)
+			die("too many --src addresses");
+		if (parse_addr(tok, 0, &opt.src[opt.nsrc], &opt.srclen[opt.nsrc]) == -1)
+			die("--src: not an IP address");
+		opt.nsrc++;
+	}
+}
+
+static long num_arg(const char *s, long lo, long hi, const char *name)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v < lo || v > hi) {
+		fprintf(stderr, "loadgen: %s: expected %ld..%ld\n", name, lo, hi);
+		exit(2);
+	}
+	return v;
+}
+
+static double sec_arg(const char *s, double hi, const char *name)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*end || !(v >= 0 && v <= hi)) {
+		fprintf(stderr, "loadgen: %s: expected 0..%g seconds\n", name, hi);
+		exit(2);
+	}
+	return v;
+}
+
+static void usage(int status)
+{
+	fputs("usage: loadgen --port P [--host 127.0.0.1] [--mode webmail|bulk|idle|flood|burst]\n"
+	      "         [--conns N] [--seconds S] [--max-cycles M] [--timeout-ms T]\n"
+	      "         [--users N] [--user-fmt user%04d] [--password-fmt pw%04d] [--sequential] [--seed N]\n"
+	      "         [--src ADDR[,ADDR...]] [--hold S] [--ramp N] [--bursts N] [--stall-ms T]\n"
+	      "Prints one JSON line (idle mode: a \"ready\" line first).\n",
+	      status ? stderr : stdout);
+	exit(status);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"host", required_argument, NULL, 'h'},	  {"port", required_argument, NULL, 'p'},
+		{"mode", required_argument, NULL, 'm'},	  {"conns", required_argument, NULL, 'c'},
+		{"seconds", required_argument, NULL, 's'}, {"max-cycles", required_argument, NULL, 'n'},
+		{"users", required_argument, NULL, 'u'},   {"user-fmt", required_argument, NULL, 'U'},
+		{"password-fmt", required_argument, NULL, 'P'}, {"src", required_argument, NULL, 'S'},
+		{"timeout-ms", required_argument, NULL, 't'}, {"sequential", no_argument, NULL, 'q'},
+		{"seed", required_argument, NULL, 'r'},	  {"hold", required_argument, NULL, 'H'},
+		{"ramp", required_argument, NULL, 'R'},	  {"bursts", required_argument, NULL, 'b'},
+		{"stall-ms", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'z'},
+		{NULL, 0, NULL, 0},
+	};
+	int ch, port = 0;
+	char tmp[512];
+
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'h': opt.host = optarg; break;
+		case 'p': port = (int)num_arg(optarg, 1, 65535, "--port"); break;
+		case 'm':
+			for (opt.mode = 0; opt.mode <= M_BURST; opt.mode++)
+				if (strcmp(optarg, mode_names[opt.mode]) == 0)
+					break;
+			if (opt.mode > M_BURST)
+				usage(2);
+			break;
+		case 'c': opt.conns = (int)num_arg(optarg, 1, 100000, "--conns"); break;
+		case 's': opt.seconds = sec_arg(optarg, 3600, "--seconds"); break;
+		case 'n': opt.max_cycles = num_arg(optarg, 1, 1000000000L, "--max-cycles"); break;
+		case 'u': opt.users = (int)num_arg(optarg, 1, 10000000, "--users"); break;
+		case 'U': opt.user_fmt = optarg; break;
+		case 'P': opt.pass_fmt = optarg; break;
+		case 'S': parse_src(optarg); break;
+		case 't': opt.timeout_ms = (int)num_arg(optarg, 1, 600000, "--timeout-ms"); break;
+		case 'q': opt.sequential = true; break;
+		case 'r': opt.seed = (uint64_t)num_arg(optarg, 0, 0x7fffffffL, "--seed"); break;
+		case 'H': opt.hold = sec_arg(optarg, 3600, "--hold"); break;
+		case 'R': opt.ramp = (int)num_arg(optarg, 1, 100000, "--ramp"); break;
+		case 'b': opt.bursts = (int)num_arg(optarg, 1, 100000, "--bursts"); break;
+		case 'T': opt.stall_ms = (int)num_arg(optarg, 1, 600000, "--stall-ms"); break;
+		case 'z': usage(0); break;
+		default: usage(2);
+		}
+	}
+	if (port == 0 || optind != argc)
+		usage(2);
+	if (parse_addr(opt.host, port, &g.dst, &g.dstlen) == -1)
+		die("--host: not an IP address (no DNS here)");
+	if (fmt_index(opt.user_fmt, 0, tmp, sizeof(tmp)) == -1 || fmt_index(opt.pass_fmt, 0, tmp, sizeof(tmp)) == -1)
+		die("--user-fmt/--password-fmt: text with at most one %d or %0Nd");
+}
+
+int main(int argc, char **argv)
+{
+	struct epoll_event evs[256];
+	struct sigaction sa = {.sa_handler = on_signal};
+	uint64_t now, last_scan = 0;
+
+	parse_args(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	g.rng = opt.seed ? opt.seed : ((uint64_t)getpid() << 32 ^ now_us()) | 1;
+	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	g.c = calloc((size_t)opt.conns, sizeof(*g.c));
+	if (g.ep == -1 || g.c == NULL)
+		die("out of resources");
+	for (int i = 0; i < opt.conns; i++) {
+		g.c[i].fd = -1;
+		if ((g.c[i].rbuf = malloc(RBUF_SIZE)) == NULL)
+			die("out of memory");
+	}
+	g.t0 = now_us();
+	g.t_stop = g.t0 + (uint64_t)(opt.seconds * 1e6);
+	/* whatever happens, stop: run time, hold, and two timeouts to wind down */
+	g.t_hard = g.t_stop + (uint64_t)(opt.hold * 1e6) + 2u * (uint64_t)opt.timeout_ms * 1000u + 1000000u;
+	if (opt.mode == M_BURST)
+		burst_next(g.t0);
+	else
+		start_slots(g.t0);
+	for (;;) {
+		int n = epoll_wait(g.ep, evs, 256, 10);
+
+		for (int i = 0; i < n; i++)
+			conn_event(evs[i].data.ptr, evs[i].events);
+		now = now_us();
+		if (now - last_scan >= 20000) {
+			last_scan = now;
+			check_timeouts(now);
+		}
+		if (opt.mode == M_IDLE)
+			idle_phase(now);
+		if (opt.mode == M_BURST)
+			burst_next(now);
+		else
+			start_slots(now);
+		if (all_free() && (opt.mode == M_BURST ? (g.burst_no >= opt.bursts || !time_left(now))
+						       : !may_start(now) && (opt.mode != M_IDLE || g.ready_printed)))
+			break;
+		if (now > g.t_hard) {
+			g.aborted = true;
+			for (int i = 0; i < opt.conns; i++)
+				if (g.c[i].step != S_FREE)
+					note_error(&g.c[i], E_TIMEOUT, "run time exceeded", NULL, 0);
+			break;
+		}
+	}
+	if (opt.mode == M_IDLE && !g.ready_printed)
+		print_ready(now_us());
+	print_json();
+	return 0;
+}

@@ -1,0 +1,967 @@
+#!/usr/bin/python3
+"""
+run.py — imapgate against direct Dovecot and Debian's imapproxy (issue 6).
+
+    make bench                                       (builds, then runs this)
+    /usr/bin/python3 bench/run.py --build build      the full run, ~10 minutes
+    /usr/bin/python3 bench/run.py --build build --quick                 ~2 min
+    /usr/bin/python3 bench/run.py --build build --quick --setups reuse --workloads webmail
+
+Starts, in a temp dir and on loopback only: a Dovecot with 1000 users
+(user0000..user0999, 50 small messages each) and 4 bulk users (5 messages of
+5 MB), imapgate in front of it, and imapproxy (/usr/sbin/imapproxyd, in the
+foreground, never the system service) in front of it too. Then, for each
+Dovecot setup (stock: a new imap process per login; reuse: service_count 0),
+runs every workload against the three targets in turn, several rounds, with
+bench/loadgen (C, epoll). Prints one table, each figure with its ratio to
+direct Dovecot from the same round, and the issue's targets with pass/miss;
+a full run writes the same to bench/RESULTS.md. Everything it started is
+stopped and removed at exit, Ctrl-C included. See bench/README.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+import harness  # noqa: E402
+from harness import Dovecot, HarnessError, Imapgate, kill_group, wait_listening  # noqa: E402
+
+WORKLOADS = ("webmail", "bulk", "idle", "flood", "burst")
+TARGETS = ("direct", "imapgate", "imapproxy")
+SETUPS = ("stock", "reuse")
+IMAPPROXYD = "/usr/sbin/imapproxyd"
+
+USER_FMT, PASS_FMT = "user%04d", "pw%04d-bench"
+BULK_FMT, BULK_PASS_FMT = "bulk%d", "bulkpw%d"
+BULK_USERS, BULK_MESSAGES, BULK_SIZE = 4, 5, 5 * 1000 * 1000
+MESSAGES_PER_USER = 50
+FLOOD_NET = "127.0.0.16/28"  # banned for the flood; the legit client is 127.0.0.1
+FLOOD_SRCS = ["127.0.0.%d" % i for i in range(17, 31)]
+FLOOD_PROCS, FLOOD_CONNS = 2, 32
+# A burst's connection is stalled when its greeting comes after STALL_MS (a
+# dropped SYN is sent again after 1 s), lost without one in BURST_TIMEOUT_MS.
+BURST_CONNS, STALL_MS, BURST_TIMEOUT_MS = 64, 1000, 3000
+# Every step of a cycle (connect and greeting, each command) has this long.
+STEP_TIMEOUT_MS = 5000
+
+NPROC = len(os.sched_getaffinity(0))
+
+# Both setups: logins in Dovecot's high-performance mode (imap-login
+# service_count 0), limits far above what the bench opens (the sum of all
+# process limits stays below RLIMIT_NPROC, which Dovecot raises to it), the
+# anvil auth penalty off (harness), IDLE checks at Dovecot's default interval.
+DOVECOT_COMMON = f"""
+# --- bench/run.py
+default_client_limit = 20000
+default_vsz_limit = 1G
+mailbox_idle_check_interval = 30 secs
+protocol imap {{
+  mail_max_userip_connections = 100000
+}}
+service imap-login {{
+  service_count = 0
+  client_limit = 10000
+  process_min_avail = {NPROC}
+  process_limit = 16
+}}
+"""
+
+DOVECOT_SETUPS = {
+    # Dovecot's default: one imap process per login.
+    "stock": """
+service imap {
+  service_count = 1
+  client_limit = 1
+  process_limit = 10000
+}
+""",
+    # Process reuse: each imap process serves many sessions, some always ready.
+    "reuse": f"""
+service imap {{
+  service_count = 0
+  client_limit = 100
+  process_min_avail = {NPROC}
+  process_limit = 256
+}}
+""",
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------
+# mail data
+
+
+def make_small_message(i):
+    """The i-th of the 50 messages every user has: realistic headers, 1-6 KB."""
+    names = ["Ada Lovelace", "Grace Hopper", "Ken Thompson", "Barbara Liskov", "Dennis Ritchie"]
+    who = names[i % len(names)]
+    addr = who.lower().replace(" ", ".") + "@example.org"
+    lines = [
+        "Return-Path: <%s>" % addr,
+        "From: \"%s\" <%s>" % (who, addr),
+        "To: \"Bench User\" <user@example.org>",
+        "Cc: team-%d@example.org, \"List\" <list@example.net>" % (i % 7),
+        "Subject: =?utf-8?q?Re=3A_status_report_%d_=E2=80=94_w=C3=A9ek?=" % i if i % 5 == 0
+        else "Subject: Re: status report %d (\"weekly\")" % i,
+        "Date: Mon, %d Jan 2024 %02d:%02d:00 +0000" % (1 + i % 28, i % 24, i % 60),
+        "Message-ID: <bench.%d@example.org>" % i,
+        "In-Reply-To: <bench.%d@example.org>" % max(0, i - 1),
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+    ]
+    body = ["Line %d of a message that looks like mail, nothing more to it." % k for k in range(15 + (i * 7) % 80)]
+    return ("\r\n".join(lines + body) + "\r\n").encode()
+
+
+def make_bulk_message(n):
+    head = ("From: bulk@example.org\r\nTo: bulk@example.org\r\nSubject: bulk %d\r\n"
+            "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <bulk.%d@example.org>\r\n\r\n" % (n, n)).encode()
+    line = b"%s\r\n" % (b"0123456789abcdef" * 4)
+    return head + line * ((BULK_SIZE - len(head)) // len(line))
+
+
+def chown(d, path):
+    if harness.IS_ROOT:
+        os.chown(path, d.uid, d.gid)
+
+
+def populate(d, users, bulk_users):
+    """Write every user's Maildir directly: the 50 small messages are written once and
+    hard-linked into each INBOX (read-only workloads; Dovecot renames, never rewrites)."""
+    pool = d.dir / "msgpool"
+    pool.mkdir(exist_ok=True)
+    t = int(time.time())
+    small = []
+    for i in range(MESSAGES_PER_USER):
+        data = make_small_message(i)
+        p = pool / ("m%d" % i)
+        p.write_bytes(data)
+        os.chmod(p, 0o600)
+        chown(d, p)
+        flags = "S" if i % 3 else ""
+        small.append((p, "%d.M%dP1Q%d.bench,S=%d:2,%s" % (t - 100000 + i, i, i, len(data), flags)))
+    for u in users:
+        cur = d.maildir(u) / "cur"
+        for p, name in small:
+            os.link(p, cur / name)
+    for b in bulk_users:
+        cur = d.maildir(b) / "cur"
+        for n in range(BULK_MESSAGES):
+            data = make_bulk_message(n)
+            p = cur / ("%d.M%dP2Q%d.bench,S=%d:2,S" % (t - 1000 + n, n, n, len(data)))
+            p.write_bytes(data)
+            os.chmod(p, 0o600)
+            chown(d, p)
+
+
+# --------------------------------------------------------------------------
+# imapproxy
+
+
+class Imapproxy:
+    """Debian's imapproxyd in the foreground (foreground_mode yes) against 127.0.0.1:<port>.
+    Needs root (it drops to nobody itself); logs to syslog only (none here)."""
+
+    def __init__(self, dirpath, backend_port, cache_size=2000):
+        self.dir = Path(dirpath)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.port = harness.free_port()
+        self.conf = self.dir / "imapproxy.conf"
+        self.proc = None
+        # imapproxy's parser wants spaces, not tabs.
+        self.conf.write_text(
+            "server_hostname 127.0.0.1\n"
+            "server_port %d\n"
+            "listen_address 127.0.0.1\n"
+            "listen_port %d\n"
+            "connect_retries 1\n"
+            "connect_delay 1\n"
+            "cache_size %d\n"
+            "cache_expiration_time 300\n"
+            "proc_username nobody\n"
+            "proc_groupname nogroup\n"
+            "stat_filename %s/pimpstats\n"
+            "protocol_log_filename %s/protocol.log\n"
+            "syslog_facility LOG_MAIL\n"
+            "foreground_mode yes\n" % (backend_port, self.port, cache_size, self.dir, self.dir))
+
+    def start(self):
+        out = open(self.dir / "imapproxy.out", "ab")
+        try:
+            self.proc = subprocess.Popen([IMAPPROXYD, "-f", str(self.conf), "-p", str(self.dir / "pid")],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=str(self.dir))
+        finally:
+            out.close()
+        wait_listening(self.port, "4", timeout=20, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            kill_group(self.proc.pid)
+            self.proc.wait(timeout=5)
+
+
+def imapproxy_usable():
+    if not os.access(IMAPPROXYD, os.X_OK):
+        return "not installed (apt-get install imapproxy)"
+    if os.geteuid() != 0:
+        return "needs root (it drops privileges itself)"
+    return None
+
+
+# --------------------------------------------------------------------------
+# processes and memory
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_pss_kib(sid):
+    """Sum of PSS over every process of a session (Dovecot's master and children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) != sid:
+                continue
+            with open("/proc/%s/smaps_rollup" % entry) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ProcessLookupError):
+            continue
+    return total
+
+
+class CpuWatch:
+    """CPU time the rest of the machine used while the bench ran: all CPU time in user
+    and system mode (/proc/stat) minus our own and our children's (every server is
+    reaped by the end). Time in interrupts is left out on both sides."""
+
+    def __init__(self):
+        self.busy0, self.ours0, self.t0 = self.busy(), self.ours(), time.monotonic()
+        try:
+            self.load = Path("/proc/loadavg").read_text().split()[0]
+        except OSError:
+            self.load = "?"
+
+    @staticmethod
+    def busy():
+        try:
+            f = Path("/proc/stat").read_text().splitlines()[0].split()
+        except OSError:
+            return None
+        return (int(f[1]) + int(f[2]) + int(f[3])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def ours():
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def other_share(self):
+        """Share (0..1) of the machine's CPU capacity used by others during the run."""
+        busy = self.busy()
+        if busy is None or self.busy0 is None:
+            return None
+        wall = time.monotonic() - self.t0
+        other = (busy - self.busy0) - (self.ours() - self.ours0)
+        return max(0.0, other / (wall * NPROC)) if wall > 0 else None
+
+
+def raise_fd_limit(want=262144):
+    """RLIMIT_NOFILE as high as allowed, for us and every process we start (imapproxy
+    sets its own, 2 * cache_size + 10). Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    except OSError:
+        nr_open = want
+    for new_hard in (max(hard, min(want, nr_open)), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, new_hard), new_hard))
+            break
+        except (ValueError, OSError):
+            continue  # no CAP_SYS_RESOURCE (a container): the hard limit it is
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------
+# the load generator
+
+
+class Loadgen:
+    def __init__(self, path, timeout_ms=10000):
+        self.path = str(path)
+        self.timeout_ms = timeout_ms
+
+    def argv(self, port, mode, conns, seconds, **kw):
+        a = [self.path, "--port", str(port), "--mode", mode, "--conns", str(conns), "--seconds", "%g" % seconds,
+             "--timeout-ms", str(kw.pop("timeout_ms", self.timeout_ms))]
+        for k, v in kw.items():
+            flag = "--" + k.replace("_", "-")
+            if v is True:
+                a.append(flag)
+            elif v is not None and v is not False:
+                a += [flag, str(v)]
+        return a
+
+    def run(self, port, mode, conns, seconds, **kw):
+        hold = float(kw.get("hold", 0) or 0)
+        limit = seconds + hold + 2 * kw.get("timeout_ms", self.timeout_ms) / 1000 + 30
+        p = subprocess.run(self.argv(port, mode, conns, seconds, **kw), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
+        return self.parse(p.stdout, p.stderr, p.returncode)
+
+    def spawn(self, port, mode, conns, seconds, **kw):
+        return subprocess.Popen(self.argv(port, mode, conns, seconds, **kw), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @staticmethod
+    def parse(out, err, rc):
+        lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+        if rc != 0 or not lines:
+            raise HarnessError("loadgen failed (exit %s): %s" % (rc, err.decode(errors="replace")[-500:]))
+        return json.loads(lines[-1])
+
+
+def ensure_loadgen(build):
+    """build/loadgen, made (by the Makefile rule) when missing or older than its source."""
+    exe = Path(build) / "loadgen"
+    src = REPO / "bench" / "loadgen.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["make", "-s", "-C", str(REPO), "BUILD=%s" % build, str(exe)], check=True)
+    return exe
+
+
+# --------------------------------------------------------------------------
+# the bench
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.build = Path(args.build).resolve()
+        self.lg = Loadgen(ensure_loadgen(self.build), STEP_TIMEOUT_MS)
+        self.ctl = self.build / "imapgate-ctl"
+        self.dir = Path(tempfile.mkdtemp(prefix="imapgate-bench-"))
+        os.chmod(self.dir, 0o755)
+        self.users = {USER_FMT % i: PASS_FMT % i for i in range(args.users)}
+        self.bulk = {BULK_FMT % i: BULK_PASS_FMT % i for i in range(BULK_USERS)}
+        self.dovecot = self.gate = self.proxy = None
+        self.setup = None
+        self.dport = harness.free_port()
+        self.results = []  # dicts: setup, round, workload, conns, target, r (loadgen JSON) or extra fields
+        self.notes = []
+        self.proxy_missing = imapproxy_usable() if "imapproxy" in args.targets else None
+        self.targets = [t for t in args.targets if not (t == "imapproxy" and self.proxy_missing)]
+        if self.proxy_missing:
+            self.notes.append("imapproxy not measured: %s." % self.proxy_missing)
+
+    # -- processes
+    def start_setup(self, setup):
+        conf = DOVECOT_COMMON + DOVECOT_SETUPS[setup]
+        all_users = dict(self.users, **self.bulk)
+        (self.dir / "dovecot").mkdir(exist_ok=True)
+        self.dovecot = Dovecot(users=all_users, tmpdir=self.dir / "dovecot", port=self.dport, extra_conf=conf)
+        if not (self.dir / "dovecot" / "populated").exists():
+            t = time.monotonic()
+            populate(self.dovecot, self.users, self.bulk)
+            (self.dir / "dovecot" / "populated").touch()
+            log("  mail: %d users x %d messages, %d bulk users x %d x 5 MB, written in %.1fs"
+                % (len(self.users), MESSAGES_PER_USER, len(self.bulk), BULK_MESSAGES, time.monotonic() - t))
+        self.dovecot.start(timeout=60)
+        self.gate = self.new_gate("gate-" + setup)
+        self.proxy = None
+        if "imapproxy" in self.targets:
+            self.proxy = Imapproxy(self.dir / ("imapproxy-" + setup), self.dport).start()
+
+    def new_gate(self, name, cache_size=2000):
+        """A started imapgate: no guard store, no connection limits for the load client
+        (127.0.0.1 is in guard_ignore by default), room to park a connection per user
+        (cache_size bounds busy and parked backend connections together)."""
+        gdir = self.dir / name
+        gdir.mkdir()
+        g = Imapgate(backend_port=self.dport, build=self.build, ipv6=False, tmpdir=gdir,
+                     guard_db="none", max_connections=200000, max_connections_per_ip=0,
+                     cache_size=cache_size, cache_expiration_time=300, control_socket=str(gdir / "ctl.sock"))
+        return g.start(timeout=20)
+
+    def stop_setup(self):
+        if self.proxy is not None:
+            self.proxy.stop()
+        if self.gate is not None:
+            try:
+                self.gate.stop()
+            except TimeoutError:
+                self.gate.kill()
+                self.notes.append("imapgate (%s) did not stop within 15 s of SIGTERM" % self.setup)
+        if self.dovecot is not None:
+            warn = [ln for ln in self.dovecot.log_text().splitlines()
+                    if any(w in ln for w in (": Warning: ", ": Error: ", ": Fatal: ", ": Panic: "))
+                    and "anvil-auth-penalty" not in ln and "Killed with signal" not in ln]
+            if warn:
+                self.notes.append("Dovecot (%s) logged %d warnings/errors, e.g.: %s"
+                                  % (self.setup, len(warn), warn[0][-200:]))
+            self.dovecot.stop()
+            # The next setup's Dovecot starts with empty logs.
+            for path in (self.dovecot.log_path, self.dovecot.info_log_path):
+                if path.exists():
+                    path.rename(path.with_name("%s.%s" % (path.name, self.setup)))
+        self.proxy = self.gate = self.dovecot = None
+
+    def cleanup(self):
+        try:
+            self.stop_setup()
+        finally:
+            if not self.a.keep:
+                harness.remove_tree(self.dir)
+            else:
+                log("kept %s" % self.dir)
+
+    def port(self, target):
+        return {"direct": self.dport, "imapgate": self.gate.port,
+                "imapproxy": self.proxy.port if self.proxy else None}[target]
+
+    # -- workloads
+    def webmail(self, target, conns, seconds, **kw):
+        return self.lg.run(self.port(target), "webmail", conns, seconds, users=len(self.users),
+                           user_fmt=USER_FMT, password_fmt=PASS_FMT, **kw)
+
+    def warmup(self):
+        """Every user logs in once per target: Dovecot's indexes exist, and the proxies hold
+        a parked connection per user, as on a webmail server that has been up a while."""
+        for target in self.targets:
+            t = time.monotonic()
+            r = self.webmail(target, 64, 300, sequential=True, max_cycles=len(self.users))
+            log("  warm-up %-9s %d logins in %.1fs, %d failed" % (target, r["cycles"], time.monotonic() - t,
+                                                                  r["failed"]))
+
+    def record(self, rnd, workload, conns, target, r, **extra):
+        self.results.append(dict(setup=self.setup, round=rnd, workload=workload, conns=conns, target=target,
+                                 r=r, **extra))
+
+    def order(self, rnd):
+        """Targets in turn, the first one rotating from round to round."""
+        k = rnd % len(self.targets)
+        return self.targets[k:] + self.targets[:k]
+
+    def run_webmail(self, rnd):
+        for conns in self.a.conns:
+            for target in self.order(rnd):
+                r = self.webmail(target, conns, self.a.seconds)
+                self.record(rnd, "webmail", conns, target, r)
+                log("  webmail  c=%-3d %-9s %8.1f cycles/s  login p50 %7.2f ms  reused %d/%d  failed %d"
+                    % (conns, target, r["cycles_per_s"], r["login_p50_us"] / 1000, r["reused"], r["logins"],
+                       r["failed"]))
+
+    def run_bulk(self, rnd):
+        for conns in (1, 4):
+            for target in self.order(rnd):
+                r = self.lg.run(self.port(target), "bulk", conns, self.a.seconds, users=len(self.bulk),
+                                user_fmt=BULK_FMT, password_fmt=BULK_PASS_FMT, timeout_ms=30000)
+                self.record(rnd, "bulk", conns, target, r)
+                log("  bulk     c=%-3d %-9s %8.1f MB/s  failed %d" % (conns, target, r["mb_per_s"], r["failed"]))
+
+    def run_burst(self, rnd):
+        for target in self.order(rnd):
+            r = self.lg.run(self.port(target), "burst", BURST_CONNS, 60, bursts=self.a.bursts, stall_ms=STALL_MS,
+                            timeout_ms=BURST_TIMEOUT_MS)
+            self.record(rnd, "burst", BURST_CONNS, target, r)
+            log("  burst    c=%-3d %-9s %d connects: %d lost, %d stalled (>%d ms), greeting p99 %.1f ms"
+                % (BURST_CONNS, target, r["cycles"] + r["lost"], r["lost"], r["stalled"], STALL_MS,
+                   r["greet_p99_us"] / 1000))
+
+    def ban_flooders(self):
+        p = subprocess.run([str(self.ctl), "-s", str(self.gate.dir / "ctl.sock"), "ban", FLOOD_NET, "86400"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=15)
+        if p.returncode != 0:
+            raise HarnessError("imapgate-ctl ban failed: %s" % p.stdout.decode(errors="replace"))
+
+    def run_flood(self, rnd):
+        if not harness.can_bind(FLOOD_SRCS[0]):
+            self.notes.append("flood not run: cannot bind %s" % FLOOD_SRCS[0])
+            return
+        self.ban_flooders()
+        s = self.a.seconds
+        pid = self.gate.pid()
+        t, c = time.monotonic(), proc_cpu_s(pid)
+        quiet = self.webmail("imapgate", 16, s)
+        cpu_quiet = (proc_cpu_s(pid) - c) / (time.monotonic() - t)
+        per = len(FLOOD_SRCS) // FLOOD_PROCS
+        flooders = [self.lg.spawn(self.gate.port, "flood", FLOOD_CONNS, s + 1.0, timeout_ms=5000,
+                                  src=",".join(FLOOD_SRCS[i * per:(i + 1) * per]))
+                    for i in range(FLOOD_PROCS)]
+        try:
+            time.sleep(0.3)  # the flood is at full speed before the legit run starts
+            t, c = time.monotonic(), proc_cpu_s(pid)
+            loud = self.webmail("imapgate", 16, s)
+            cpu_loud = (proc_cpu_s(pid) - c) / (time.monotonic() - t)
+        finally:
+            fl = []
+            for p in flooders:
+                out, err = p.communicate(timeout=s + 60)
+                fl.append(Loadgen.parse(out, err, p.returncode))
+        refused_s = sum(f["refused_per_s"] for f in fl)
+        not_refused = sum(f["error_kinds"]["not_refused"] for f in fl)
+        flood_err = sum(f["failed"] for f in fl)
+        self.record(rnd, "flood", 16, "imapgate", loud, quiet=quiet, flood=fl, refused_per_s=refused_s,
+                    not_refused=not_refused, flood_errors=flood_err, cpu_quiet=cpu_quiet, cpu_loud=cpu_loud)
+        log("  flood    c=16  imapgate  legit %.1f cycles/s without flood, %.1f with (x%.2f); %.0f refused/s, "
+            "%d not refused, %d flood errors; imapgate CPU %.0f%% -> %.0f%% of a core"
+            % (quiet["cycles_per_s"], loud["cycles_per_s"], ratio(loud["cycles_per_s"], quiet["cycles_per_s"]) or 0,
+               refused_s, not_refused, flood_err, 100 * cpu_quiet, 100 * cpu_loud))
+
+    def run_idle(self):
+        n = self.a.idle_sessions
+        for target in [t for t in ("imapgate", "direct") if t in self.targets]:
+            if target == "imapgate":
+                # A fresh imapgate: no parked connection whose memory "before" already holds.
+                self.gate.stop()
+                self.gate = self.new_gate("gate-idle-" + self.setup, cache_size=max(2000, n + 1000))
+                pid = self.gate.pid()
+                measure = lambda: vm_rss_kib(pid)  # noqa: E731
+                what = "imapgate VmRSS"
+            else:
+                sid = self.dovecot.proc.pid
+                measure = lambda: group_pss_kib(sid)  # noqa: E731
+                what = "Dovecot PSS, all processes"
+            time.sleep(0.5)
+            before = measure()
+            p = self.lg.spawn(self.port(target), "idle", n, max(60, n / 50), users=len(self.users),
+                              user_fmt=USER_FMT, password_fmt=PASS_FMT, hold=3, ramp=64, timeout_ms=30000)
+            ready = json.loads(p.stdout.readline() or "{}")
+            time.sleep(1.0)
+            after = measure()
+            out, err = p.communicate(timeout=180)
+            r = Loadgen.parse(out, err, p.returncode)
+            idle = ready.get("idle", 0)
+            per = (after - before) / idle if idle else None
+            self.record(0, "idle", n, target, r, idle=idle, before_kib=before, after_kib=after, per_session=per,
+                        what=what, setup_s=ready.get("setup_s"), complete=(idle == n))
+            log("  idle     %-9s %d/%d sessions idle (set up in %.1fs); %s %d -> %d KiB = %s KiB/session"
+                % (target, idle, n, ready.get("setup_s") or 0, what, before, after,
+                   "%.1f" % per if per is not None else "-"))
+
+    def run(self):
+        for setup in self.a.setups:
+            self.setup = setup
+            log("== Dovecot setup: %s" % setup)
+            self.start_setup(setup)
+            try:
+                self.warmup()
+                for rnd in range(self.a.rounds):
+                    log(" round %d/%d" % (rnd + 1, self.a.rounds))
+                    if "webmail" in self.a.workloads:
+                        self.run_webmail(rnd)
+                    if "flood" in self.a.workloads and "imapgate" in self.targets:
+                        self.run_flood(rnd)
+                    if "bulk" in self.a.workloads:
+                        self.run_bulk(rnd)
+                    if "burst" in self.a.workloads:
+                        self.run_burst(rnd)
+                if "idle" in self.a.workloads and setup in self.a.idle_setups:
+                    self.run_idle()
+            finally:
+                self.stop_setup()
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "–"
+    return "%.*f" % (nd, v)
+
+
+def pct(share):
+    return None if share is None else 100 * share
+
+
+def ms(us):
+    return None if us is None or us < 0 else us / 1000.0
+
+
+def pick(results, **kw):
+    return [x for x in results if all(x.get(k) == v for k, v in kw.items())]
+
+
+def main_figure(x):
+    w = x["workload"]
+    if w == "webmail" or w == "flood":
+        return x["r"]["cycles_per_s"]
+    if w == "bulk":
+        return x["r"]["mb_per_s"]
+    return None
+
+
+def summarize(results, setups, targets):
+    """Rows of the one table, and a dict of figures the targets section needs."""
+    rows, fig = [], {}
+    header = ["setup", "workload", "conns", "target", "result (median)", "rounds", "× direct (min–max)",
+              "cycle p50 / p99 ms", "LOGIN p50 / p99 ms", "reused LOGINs", "failed"]
+    for setup in setups:
+        for workload, unit in (("webmail", "cycles/s"), ("bulk", "MB/s")):
+            for conns in sorted({x["conns"] for x in pick(results, setup=setup, workload=workload)}):
+                for target in targets:
+                    xs = pick(results, setup=setup, workload=workload, conns=conns, target=target)
+                    if not xs:
+                        continue
+                    vals = [main_figure(x) for x in xs]
+                    ratios = []
+                    for x in xs:
+                        d = pick(results, setup=setup, workload=workload, conns=conns, target="direct",
+                                 round=x["round"])
+                        if d:
+                            ratios.append(ratio(main_figure(x), main_figure(d[0])))
+                    rs = [r for r in ratios if r is not None]
+                    m = med(vals)
+                    mr = med(rs)
+                    fig[(setup, workload, conns, target)] = m
+                    fig[(setup, workload, conns, target, "ratio")] = mr
+                    if target == "imapgate":
+                        vs = []
+                        for x in xs:
+                            o = pick(results, setup=setup, workload=workload, conns=conns, target="imapproxy",
+                                     round=x["round"])
+                            if o:
+                                vs.append(ratio(main_figure(x), main_figure(o[0])))
+                        fig[(setup, workload, conns, target, "vs_imapproxy")] = med(vs)
+                    cyc = "%s / %s" % (fmt(med([ms(x["r"]["cycle_p50_us"]) for x in xs]), 2),
+                                       fmt(med([ms(x["r"]["cycle_p99_us"]) for x in xs]), 2))
+                    if workload == "webmail":
+                        login = "%s / %s" % (fmt(med([ms(x["r"]["login_p50_us"]) for x in xs]), 2),
+                                             fmt(med([ms(x["r"]["login_p99_us"]) for x in xs]), 2))
+                        reused = sum(x["r"]["reused"] for x in xs)
+                        logins = sum(x["r"]["logins"] for x in xs)
+                        rl = [ms(x["r"]["reuse_login_p50_us"]) for x in xs if x["r"]["reused"] > 0]
+                        reuse_txt = "%d of %d" % (reused, logins)
+                        if rl:
+                            reuse_txt += " (p50 %s ms)" % fmt(med(rl), 3)
+                            fig[(setup, "reuse_login_p50", conns, target)] = med(rl)
+                    else:
+                        login, reuse_txt = "–", "–"
+                    failed = sum(x["r"]["failed"] for x in xs)
+                    total = sum(x["r"]["cycles"] + x["r"]["failed"] for x in xs)
+                    rows.append([setup, workload, str(conns), target, "%s %s" % (fmt(m), unit),
+                                 " ".join(fmt(v) for v in vals),
+                                 "%s (%s–%s)" % (fmt(mr, 2), fmt(min(rs), 2), fmt(max(rs), 2)) if rs else "–",
+                                 cyc, login, reuse_txt, "%d of %d" % (failed, total)])
+        for x in pick(results, setup=setup, workload="flood"):
+            q, lo = x["quiet"]["cycles_per_s"], x["r"]["cycles_per_s"]
+            fig.setdefault((setup, "flood"), []).append(ratio(lo, q))
+        fl = pick(results, setup=setup, workload="flood")
+        if fl:
+            rs = [ratio(x["r"]["cycles_per_s"], x["quiet"]["cycles_per_s"]) for x in fl]
+            rows.append([setup, "flood (webmail)", "16", "imapgate",
+                         "%s cycles/s under flood, %s without" % (fmt(med([x["r"]["cycles_per_s"] for x in fl])),
+                                                                fmt(med([x["quiet"]["cycles_per_s"] for x in fl]))),
+                         " ".join(fmt(x["r"]["cycles_per_s"]) for x in fl),
+                         "%s of its rate without flood" % fmt(med(rs), 2),
+                         "%s / %s" % (fmt(med([ms(x["r"]["cycle_p50_us"]) for x in fl]), 2),
+                                      fmt(med([ms(x["r"]["cycle_p99_us"]) for x in fl]), 2)),
+                         "%s / %s" % (fmt(med([ms(x["r"]["login_p50_us"]) for x in fl]), 2),
+                                      fmt(med([ms(x["r"]["login_p99_us"]) for x in fl]), 2)),
+                         "%d of %d" % (sum(x["r"]["reused"] for x in fl), sum(x["r"]["logins"] for x in fl)),
+                         "%d of %d" % (sum(x["r"]["failed"] for x in fl),
+                                       sum(x["r"]["cycles"] + x["r"]["failed"] for x in fl))])
+            rows.append([setup, "flood (banned)", "%dx%d" % (FLOOD_PROCS, FLOOD_CONNS), "imapgate",
+                         "%s refused/s" % fmt(med([x["refused_per_s"] for x in fl]), 0),
+                         " ".join(fmt(x["refused_per_s"], 0) for x in fl), "–",
+                         "imapgate CPU %s%% of a core without flood, %s%% with"
+                         % (fmt(pct(med([x.get("cpu_quiet") for x in fl])), 0),
+                            fmt(pct(med([x.get("cpu_loud") for x in fl])), 0)), "–", "–",
+                         "%d not refused, %d errors" % (sum(x["not_refused"] for x in fl),
+                                                       sum(x["flood_errors"] for x in fl))])
+        for target in targets:
+            xs = pick(results, setup=setup, workload="burst", target=target)
+            if not xs:
+                continue
+            lost = sum(x["r"]["lost"] for x in xs)
+            stalled = sum(x["r"]["stalled"] for x in xs)
+            total = sum(x["r"]["cycles"] + x["r"]["lost"] for x in xs)
+            fig[(setup, "burst", target)] = (lost, stalled, total)
+            rows.append([setup, "burst", str(BURST_CONNS), target,
+                         "%d lost, %d stalled of %d" % (lost, stalled, total),
+                         " ".join("%d+%d" % (x["r"]["lost"], x["r"]["stalled"]) for x in xs), "–",
+                         "greeting p99 %s, max %s" % (fmt(med([ms(x["r"]["greet_p99_us"]) for x in xs]), 1),
+                                                      fmt(max(ms(x["r"]["greet_max_us"]) or 0 for x in xs), 1)),
+                         "–", "–", "%d of %d" % (lost, total)])
+        for x in pick(results, setup=setup, workload="idle"):
+            fig[(setup, "idle", x["target"])] = x["per_session"]
+            fig[(setup, "idle-n", x["target"])] = x["idle"]
+            if not x["complete"]:
+                fig[(setup, "idle-short", x["target"])] = True
+            rows.append([setup, "idle", str(x["conns"]), x["target"],
+                         "%s KiB/session" % fmt(x["per_session"], 1),
+                         "%d idle" % x["idle"], "–", "–",
+                         "%s / %s" % (fmt(ms(x["r"]["login_p50_us"]), 2), fmt(ms(x["r"]["login_p99_us"]), 2)),
+                         "%d of %d" % (x["r"]["reused"], x["r"]["logins"]),
+                         "%d; %s %d → %d KiB" % (x["r"]["failed"], x["what"], x["before_kib"], x["after_kib"])])
+    return header, rows, fig
+
+
+def check_targets(fig, setups):
+    """(goal, measured text, pass/miss/not run) for each target of the issue."""
+    out = []
+
+    def ratio_goal(name, key, goal):
+        v = fig.get(key)
+        out.append((name, "%s×" % fmt(v, 2) if v is not None else "not run", "≥ %.1f×" % goal,
+                    "not run" if v is None else ("pass" if v >= goal else "miss")))
+
+    ratio_goal("webmail, stock Dovecot, 1 conn: imapgate / direct", ("stock", "webmail", 1, "imapgate", "ratio"), 4.0)
+    ratio_goal("webmail, stock Dovecot, 64 conns: imapgate / direct", ("stock", "webmail", 64, "imapgate", "ratio"),
+               4.5)
+    v = fig.get(("stock", "webmail", 64, "imapgate", "vs_imapproxy"))
+    out.append(("webmail, stock Dovecot, 64 conns: imapgate / imapproxy",
+                "%s×" % fmt(v, 2) if v is not None else "not run", "≥ 1.5×",
+                "not run" if v is None else ("pass" if v >= 1.5 else "miss")))
+    ratio_goal("webmail, Dovecot with process reuse, 1 conn: imapgate / direct",
+               ("reuse", "webmail", 1, "imapgate", "ratio"), 1.3)
+    ratio_goal("webmail, Dovecot with process reuse, 64 conns: imapgate / direct",
+               ("reuse", "webmail", 64, "imapgate", "ratio"), 1.5)
+    bursts = [fig[k] for k in fig if len(k) == 3 and k[1] == "burst" and k[2] == "imapgate"]
+    if bursts:
+        lost = sum(b[0] + b[1] for b in bursts)
+        total = sum(b[2] for b in bursts)
+        out.append(("burst of %d simultaneous connects: imapgate lost or stalled" % BURST_CONNS,
+                    "%d of %d" % (lost, total), "0", "pass" if lost == 0 else "miss"))
+    else:
+        out.append(("burst of %d simultaneous connects: imapgate lost or stalled" % BURST_CONNS, "not run", "0",
+                    "not run"))
+    rl = [v for k, v in fig.items() if len(k) == 4 and k[1] == "reuse_login_p50" and k[3] == "imapgate"]
+    webmail_ran = any(len(k) == 4 and k[1] == "webmail" and k[3] == "imapgate" for k in fig)
+    if rl:
+        worst = max(rl)
+        out.append(("LOGIN that reuses a parked connection: p50 (worst over setups and conns)",
+                    "%s ms" % fmt(worst, 3), "< 1 ms", "pass" if worst < 1 else "miss"))
+    else:
+        out.append(("LOGIN that reuses a parked connection: p50", "no LOGIN answered XPROXYREUSE" if webmail_ran
+                    else "not run", "< 1 ms", "miss" if webmail_ran else "not run"))
+    for setup in setups:
+        ratio_goal("bulk, %s Dovecot, 1 conn: imapgate / direct" % setup, (setup, "bulk", 1, "imapgate", "ratio"),
+                   0.8)
+    idle = [fig[k] for k in fig if len(k) == 3 and k[1] == "idle" and k[2] == "imapgate" and fig[k] is not None]
+    short = [k for k in fig if len(k) == 3 and k[1] == "idle-short" and k[2] == "imapgate"]
+    sessions = [fig[k] for k in fig if len(k) == 3 and k[1] == "idle-n" and k[2] == "imapgate"]
+    out.append(("idle: imapgate memory per idle session",
+                ("%s KiB (%d sessions)" % (fmt(max(idle), 1), min(sessions)) if idle else "not run")
+                + (" (not every session got to IDLE)" if short else ""), "≤ 8 KiB",
+                "not run" if not idle else ("pass" if max(idle) <= 8 and not short else "miss")))
+    fl = [r for setup in setups for r in fig.get((setup, "flood"), []) if r is not None]
+    out.append(("flood: legit webmail throughput under flood / without (worst setup, median of rounds)",
+                "%s×" % fmt(min(med(fig[(s, "flood")]) for s in setups if fig.get((s, "flood"))), 2) if fl
+                else "not run", "≥ 0.9×",
+                "not run" if not fl else
+                ("pass" if min(med(fig[(s, "flood")]) for s in setups if fig.get((s, "flood"))) >= 0.9 else "miss")))
+    return out
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_out(argv):
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10,
+                              check=False).stdout.decode(errors="replace").strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine(build):
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = cmd_out(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    return [
+        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("nproc", str(NPROC)),
+        ("CPU", cpu),
+        ("kernel", platform.release()),
+        ("Dovecot", cmd_out(["dovecot", "--version"])),
+        ("imapproxy", cmd_out(["dpkg-query", "-W", "-f", "${Version}", "imapproxy"])),
+        ("imapgate", "%s (%s)" % (cmd_out([str(Path(build) / "imapgate"), "-V"]), commit)),
+    ]
+
+
+def report(bench, args, elapsed, cpu):
+    header, rows, fig = summarize(bench.results, args.setups, bench.targets)
+    tg = check_targets(fig, args.setups)
+    errors = []
+    for x in bench.results:
+        for r in [x["r"]] + ([x["quiet"]] if "quiet" in x else []) + x.get("flood", []):
+            if r.get("first_error"):
+                errors.append("%s %s c=%s %s round %d: %s" % (x["setup"], x["workload"], x["conns"], x["target"],
+                                                             x["round"] + 1, r["first_error"]))
+    out = ["# imapgate benchmark (make bench)", ""]
+    out += ["- %s: %s" % kv for kv in machine(args.build)]
+    out += ["- run: %s; %d round(s) of %g s per figure, setups %s, %d users, %.0f s in all"
+            % ("quick" if args.quick else "full" if args.full else "partial", args.rounds, args.seconds,
+               ", ".join(args.setups), args.users, elapsed)]
+    other = cpu.other_share()
+    out += ["- other load: load average %s at the start; other processes used %s of the CPU during the run%s"
+            % (cpu.load, "?" if other is None else "%.0f%%" % (100 * other),
+               " — **the figures are disturbed; run again on a quiet machine**" if other and other > 0.05 else ""),
+            ""]
+    out += ["Each figure is the median over rounds (the per-round values follow it); × direct is the "
+            "median of the ratios to direct Dovecot measured in the same round. "
+            "Cycles/s count only cycles whose every reply was a tagged OK.", ""]
+    out += [md_table(header, rows), "", "## Targets (issue 6)", ""]
+    out += [md_table(["target", "measured", "goal", "status"], [list(t) for t in tg]), ""]
+    if errors or bench.notes:
+        out += ["## Notes", ""]
+        out += ["- " + n for n in bench.notes]
+        seen = set()
+        for e in errors:
+            key = e.split(":", 1)[1]
+            if key not in seen:
+                seen.add(key)
+                out.append("- first error, " + e)
+        out.append("")
+    out += ["How it was measured: bench/README.md.", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="imapgate vs direct Dovecot vs imapproxy (issue 6)")
+    ap.add_argument("--build", default=str(REPO / "build"), help="directory with imapgate, imapgate-ctl, loadgen")
+    ap.add_argument("--quick", action="store_true", help="1 round of 1.5 s, 1000 idle sessions: ~2 minutes")
+    ap.add_argument("--rounds", type=int, help="rounds per figure (3)")
+    ap.add_argument("--seconds", type=float, help="seconds per measurement (5)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="subset of " + ",".join(WORKLOADS))
+    ap.add_argument("--setups", default=",".join(SETUPS), help="Dovecot setups: stock,reuse")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
+    ap.add_argument("--conns", default="1,16,64", help="webmail concurrency levels")
+    ap.add_argument("--users", type=int, default=1000, help="generated users (1000)")
+    ap.add_argument("--idle-sessions", type=int, help="IDLE sessions (5000)")
+    ap.add_argument("--idle-setups", default="reuse", help="setups to run idle in (reuse: stock would need an "
+                    "imap process per session)")
+    ap.add_argument("--bursts", type=int, help="bursts of 64 connects per target and round (3)")
+    ap.add_argument("--out", help="write the report here (a full default run writes bench/RESULTS.md)")
+    ap.add_argument("--json", help="write every raw loadgen result here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) for a look")
+    a = ap.parse_args(argv)
+    defaults = dict(rounds=1, seconds=1.5, idle_sessions=1000, bursts=2) if a.quick else \
+        dict(rounds=3, seconds=5.0, idle_sessions=5000, bursts=3)
+    full = not a.quick
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+        else:
+            full = False
+    for k, allowed in (("workloads", WORKLOADS), ("setups", SETUPS), ("targets", TARGETS), ("idle_setups", SETUPS)):
+        items = [s.strip() for s in getattr(a, k).split(",") if s.strip()]
+        bad = [s for s in items if s not in allowed]
+        if bad:
+            ap.error("--%s: unknown %s (choose from %s)" % (k.replace("_", "-"), ",".join(bad), ",".join(allowed)))
+        if items != list(allowed) and k != "idle_setups":
+            full = False
+        setattr(a, k, items)
+    a.conns = [int(c) for c in a.conns.split(",")]
+    if a.conns != [1, 16, 64] or a.users != 1000:
+        full = False
+    if "direct" not in a.targets:
+        a.targets.insert(0, "direct")  # every ratio needs it
+    if not (1 <= a.rounds <= 20 and 0.2 <= a.seconds <= 120 and 1 <= a.users <= 10000
+            and 1 <= a.idle_sessions <= 20000 and 1 <= a.bursts <= 100):
+        ap.error("out of range: rounds 1..20, seconds 0.2..120, users 1..10000, idle sessions 1..20000, "
+                 "bursts 1..100")
+    a.full = full
+    if a.out is None and full:
+        a.out = str(REPO / "bench" / "RESULTS.md")
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    if not harness.imapgate_binary(args.build).exists():
+        sys.exit("bench: %s/imapgate missing (run make)" % args.build)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C even when started in the background by a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    fds = raise_fd_limit()
+    log("imapgate bench: rounds %d, %g s each, setups %s, workloads %s, targets %s (fd limit %d)"
+        % (args.rounds, args.seconds, ",".join(args.setups), ",".join(args.workloads), ",".join(args.targets), fds))
+    t0 = time.monotonic()
+    cpu = CpuWatch()
+    bench = Bench(args)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        return 130
+    finally:
+        bench.cleanup()
+    text = report(bench, args, time.monotonic() - t0, cpu)
+    print()
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+        log("written to %s" % args.out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(bench.results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

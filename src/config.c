@@ -84,6 +84,7 @@ static const struct keyword keywords[] = {
 	{"guard_bantime_factor", T_UINT, F(guard_bantime_factor), 1, 100, "2"},
 	{"guard_bantime_max", T_UINT, F(guard_bantime_max), 1, 31536000, "604800"},
 	{"guard_db", T_STR, F(guard_db), 0, 0, "/var/lib/imapgate/guard.db"},
+	{"guard_drop_after", T_UINT, F(guard_drop_after), 0, 1000000, "10"},
 	{"guard_failure_delay", T_UINT, F(guard_failure_delay), 0, 60000, "500"},
 	{"guard_findtime", T_UINT, F(guard_findtime), 1, 31536000, "600"},
 	{"guard_ignore", T_CIDRS, F(guard_ignore), 0, 0, "127.0.0.1/32 ::1/128"},

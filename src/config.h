@@ -117,6 +117,7 @@ struct config {
 	unsigned guard_trust_time;       /* seconds, default 86400 */
 	unsigned guard_user_maxretry;    /* failures per user in findtime before slowing, default 10 */
 	unsigned guard_user_delay_max;   /* ms, cap of the per-user slow-down, default 15000 */
+	unsigned guard_drop_after;       /* refusals before a banned address is dropped in the kernel, 0 = never; default 10 */
 	unsigned guard_failure_delay;    /* ms, upper bound of the random delay on failure, default 500 */
 	struct cidr_list guard_ignore;   /* never counted; default 127.0.0.1/32 ::1/128 */
 	char *guard_db;                  /* SQLite path, "none" = memory only */

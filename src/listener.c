@@ -31,6 +31,22 @@ struct listener {
 static struct listener listeners[LISTEN_MAX_SOCKETS];
 static size_t n_listeners;
 static int reserve_fd = -1;
+static bool filtered; /* a ban filter is attached to the listeners */
+
+size_t listener_filter_fds(int *fds, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_listeners && n < max; i++)
+		if (listeners[i].io.fd != -1 && !(listeners[i].spec.opts & LISTEN_OPT_PROXY_PROTOCOL))
+			fds[n++] = listeners[i].io.fd;
+	return n;
+}
+
+void listener_note_filter(bool on)
+{
+	filtered = on;
+}
 
 static void listener_accept(struct loop_io *io, unsigned ev)
 {
@@ -60,6 +76,13 @@ static void listener_accept(struct loop_io *io, unsigned ev)
 		if (conn_setup_socket(fd, srv.cfg->send_tcp_keepalives) == -1) {
 			close(fd);
 			continue;
+		}
+		/* The child inherits the listener's ban filter: its packets
+		 * must not pay for it. */
+		if (filtered) {
+			int zero = 0;
+
+			(void)setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof(zero));
 		}
 		session_accept(fd, (struct sockaddr *)&ss, sl, ((struct listener *)io->data)->spec.opts);
 	}

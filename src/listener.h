@@ -5,6 +5,9 @@
 #ifndef IMAPGATE_LISTENER_H
 #define IMAPGATE_LISTENER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "config.h"
 
 /* Bind every listen entry of cfg. Returns 0, or -1 with every failure
@@ -14,6 +17,11 @@ int listener_open_all(const struct config *cfg);
 void listener_enable(int on);
 /* Close every listening socket (shutdown). */
 void listener_close_all(void);
+/* The listening sockets a ban filter applies to (those without PROXY
+ * headers): up to max descriptors into fds; returns how many. */
+size_t listener_filter_fds(int *fds, size_t max);
+/* A filter is (or is no longer) attached: accepted sockets shed it. */
+void listener_note_filter(bool on);
 /* True when cfg's listen entries differ from those bound. */
 int listener_changed(const struct config *cfg);
 

@@ -25,6 +25,7 @@
 #include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "banfilter.h"
 #include "pool.h"
 #include "metrics.h"
 #include "stats.h"
@@ -139,6 +140,7 @@ static void begin_shutdown(void)
 	srv.shutting_down = true;
 	log_info("event=shutdown sessions=%u timeout=%u", srv.n_sessions, srv.cfg->shutdown_timeout);
 	listener_close_all();
+	banfilter_helper_stop();
 	if (probe_running) {
 		backend_abort(&probe);
 		probe_running = false;
@@ -527,6 +529,11 @@ int main(int argc, char **argv)
 		if (trace_open(srv.cfg->protocol_log_filename, run_uid, run_gid, &err) == -1)
 			log_warn("event=start warning=\"protocol_log_filename: %s\"", err);
 	}
+	/* The kernel drop of banned addresses may need CAP_NET_ADMIN to
+	 * attach its filter: a small child keeps that one (banfilter.c). */
+	if (geteuid() == 0 && run_uid != 0 && srv.cfg->guard && srv.cfg->guard_drop_after > 0 &&
+	    banfilter_helper_start() == -1)
+		log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
 	drop_privileges(srv.cfg, run_uid, run_gid);
 	if (session_guard_init() == -1)
 		fatal("event=start error=\"cannot create the guard\"");

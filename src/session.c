@@ -28,7 +28,7 @@
 #include "tls.h"
 #include "trace.h"
 
-#define COUT_CAP (64 * 1024)
+#define COUT_CAP (256 * 1024)
 #define BOUT_CAP (32 * 1024)
 #define FLUSH_TIMEOUT_MS 5000
 #define SHUTDOWN_GRACE_MS 2000

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "control.h"
+#include "banfilter.h"
 #include "credhash.h"
 #include "guard.h"
 #include "log.h"
@@ -92,6 +93,7 @@ static void guard_sink(void *ctx, const struct guard_event *ev)
 		break;
 	case GUARD_EV_UNBAN:
 		log_notice("event=unban prefix=%s reason=%s", prefix, ev->expired ? "expired" : "manual");
+		banfilter_clear(); /* rebuilt from the refusals that follow */
 		break;
 	case GUARD_EV_FORGET:
 		log_info("event=forget prefix=%s", prefix);
@@ -363,6 +365,7 @@ void session_guard_reload(void)
 {
 	struct guard_params p;
 
+	banfilter_clear(); /* guard_drop_after may have changed */
 	if (guard == NULL)
 		return;
 	guard_params_from_config(&p, srv.cfg);
@@ -400,6 +403,12 @@ bool session_guard_admit(struct session *s)
 	STATS_INC(STAT_GUARD_REFUSED_CONNECTIONS_TOTAL);
 	log_info("event=refused session=%llu client=%s:%u reason=banned until=%s", (unsigned long long)s->id,
 	         s->peer_ip, s->peer_port, until);
+	/* One that keeps coming is dropped in the kernel from now on (its
+	 * socket address, not one from a PROXY header). */
+	if (!(s->listen_opts & LISTEN_OPT_PROXY_PROTOCOL) &&
+	    banfilter_refused((struct sockaddr *)&s->peer, srv.cfg->guard_drop_after))
+		log_notice("event=ban_drop client=%s refused=%u kernel_set=%zu", s->peer_ip, srv.cfg->guard_drop_after,
+		           banfilter_count());
 	/* Plain text even on a TLS port: a banned client gets no handshake. */
 	session_bye(s, "Too many failed logins from your address, try again later", "banned");
 	return false;

@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import secrets
+import socket
 import subprocess
 import time
 
@@ -346,3 +347,57 @@ def test_distributed_guessing_slows_the_user_never_locks(make_gate, dovecot, fre
     assert login_raw(other, "someone-else", wrong())[-1].startswith(b"a NO ")
     assert time.monotonic() - t0 < 1.4
     assert "event=ban " not in g.log_text()
+
+
+def try_connect(port, src, timeout=1.0):
+    """Connect from src: the greeting, or None when the connection attempt got no answer."""
+    s = socket.socket()
+    s.bind((src, 0))
+    s.settimeout(timeout)
+    try:
+        s.connect(("127.0.0.1", port))
+        return s.recv(200)
+    except socket.timeout:
+        return None
+    finally:
+        s.close()
+
+
+def test_banned_address_that_keeps_coming_is_dropped_in_the_kernel(make_gate, dovecot, fresh_user):
+    g = make_gate(control_socket=None, guard_drop_after=3, **FAST)
+    g.write_config(control_socket=str(g.dir / "ctl.sock"))
+    g.stop()
+    g.start()
+    user, password = fresh_user
+    assert ctl(g, "ban", "127.0.0.9", "120")[0] == 0
+    mark = g.log_mark()
+    # The first refusals are told why, in words.
+    for _ in range(3):
+        assert try_connect(g.port, "127.0.0.9").startswith(b"* BYE Too many failed logins")
+    g.wait_log(r"event=ban_drop client=127\.0\.0\.9 refused=3 kernel_set=1", since=mark)
+    # From then on (the filter is attached by a helper, a moment later) its
+    # connection attempts get no answer at all: not even an accept.
+    wait_for(lambda: try_connect(g.port, "127.0.0.9", timeout=0.5) is None, 5, "the kernel drop")
+    accepted = g.log_text().count("client=127.0.0.9:")
+    assert try_connect(g.port, "127.0.0.9") is None
+    assert try_connect(g.port, "127.0.0.9") is None
+    assert g.log_text().count("client=127.0.0.9:") == accepted
+    # Everyone else, and established sessions, are untouched.
+    c = g.connect_greeted(src="127.0.0.10")
+    assert login_raw(c, user, password)[-1].startswith(b"a OK")
+    assert c.command("n", "NOOP")[-1].startswith(b"n OK")
+    c.close()
+    # Unban lifts the kernel drop too.
+    assert ctl(g, "unban", "127.0.0.9")[0] == 0
+    assert try_connect(g.port, "127.0.0.9", timeout=5).startswith(b"* OK")
+
+
+def test_kernel_drop_off_with_zero(make_gate, dovecot):
+    g = make_gate(control_socket=None, guard_drop_after=0, **FAST)
+    g.write_config(control_socket=str(g.dir / "ctl.sock"))
+    g.stop()
+    g.start()
+    assert ctl(g, "ban", "127.0.0.9", "120")[0] == 0
+    for _ in range(6):
+        assert try_connect(g.port, "127.0.0.9").startswith(b"* BYE ")
+    assert "event=ban_drop" not in g.log_text()

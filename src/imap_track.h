@@ -74,9 +74,6 @@ void imap_track_init(struct imap_track *t);
 void imap_track_client(struct imap_track *t, const char *p, size_t n, struct track_client_result *r);
 /* Bytes from the server on their way to the client. */
 void imap_track_server(struct imap_track *t, const char *p, size_t n);
-/* n bytes of the server's current literal passed without being looked at
- * (spliced); n <= s_literal. */
-static inline void imap_track_server_skip(struct imap_track *t, uint64_t n) { t->s_literal -= n; }
 /* No command in flight, both directions at a line boundary, nothing held. */
 bool imap_track_quiet(const struct imap_track *t);
 /* The client side is at a command boundary: every byte sent to the server

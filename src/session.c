@@ -12,7 +12,6 @@
 #include "session.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,86 +187,6 @@ static int flush_buf(struct conn *c, struct buf *b, uint64_t *count)
 static int flush_bout(struct session *s)
 {
 	return flush_part(&s->be.conn, &s->bout, s->bout_hold, NULL);
-}
-
-/*
- * Large literals from the server (message bodies) move socket to socket
- * through a pipe with splice(2), never copied through imapgate, when both
- * sides are plain TCP and nobody traces the session. The tracker is told
- * how many literal bytes passed unseen. Order: the pipe's bytes go to the
- * client before anything in cout, and the pipe is only filled while cout
- * is empty.
- */
-#ifndef SPLICE_MIN
-#define SPLICE_MIN (64 * 1024)   /* literal bytes left that make splicing worth it */
-#endif
-#define SPLICE_PIPE (1024 * 1024)
-
-static void spipe_close(struct session *s)
-{
-	if (s->spipe[0] != -1) {
-		close(s->spipe[0]);
-		close(s->spipe[1]);
-		s->spipe[0] = s->spipe[1] = -1;
-	}
-	s->spipe_len = 0;
-}
-
-static bool splice_wanted(const struct session *s)
-{
-	return s->spipe_len > 0 || (buf_len(&s->cout) == 0 && s->track.s_literal >= SPLICE_MIN && !s->track.lost &&
-	                            !s->client_tls && !s->be.tls && !s->traced && !s->splice_off);
-}
-
-/* Server to pipe: like pump_in (bytes, 0 on EOF, -1 with errno). */
-static ssize_t splice_in(struct session *s)
-{
-	size_t want;
-	ssize_t n;
-
-	if (s->spipe[0] == -1) {
-		int f;
-
-		if (pipe2(s->spipe, O_NONBLOCK | O_CLOEXEC) == -1) {
-			s->spipe[0] = s->spipe[1] = -1;
-			s->splice_off = true;
-			errno = EAGAIN; /* read the usual way at the next event */
-			return -1;
-		}
-		(void)fcntl(s->spipe[1], F_SETPIPE_SZ, SPLICE_PIPE);
-		f = fcntl(s->spipe[1], F_GETPIPE_SZ);
-		s->spipe_cap = f > 0 ? (size_t)f : 65536;
-	}
-	want = s->spipe_cap - s->spipe_len;
-	if ((uint64_t)want > s->track.s_literal)
-		want = (size_t)s->track.s_literal;
-	if (want == 0) {
-		errno = EAGAIN;
-		return -1;
-	}
-	n = splice(s->be.conn.io.fd, NULL, s->spipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-	if (n > 0) {
-		s->spipe_len += (size_t)n;
-		imap_track_server_skip(&s->track, (uint64_t)n);
-	}
-	return n;
-}
-
-/* Everything for the client: the pipe first, then cout. */
-static int flush_client(struct session *s)
-{
-	while (s->spipe_len > 0) {
-		ssize_t n = splice(s->spipe[0], NULL, s->client.io.fd, NULL, s->spipe_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-		if (n <= 0)
-			return n == -1 && errno == EAGAIN ? 0 : -1;
-		s->spipe_len -= (size_t)n;
-		s->bytes_out += (uint64_t)n;
-		STATS_ADD(STAT_BYTES_TO_CLIENTS_TOTAL, n);
-	}
-	if (s->spipe[0] != -1 && s->track.s_literal == 0)
-		spipe_close(s); /* the literal is over: no descriptors held idle */
-	return flush_buf(&s->client, &s->cout, &s->bytes_out);
 }
 
 size_t session_discard_input(struct session *s)
@@ -467,7 +386,6 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 	s->started_ms = loop_now(srv.loop);
 	conn_tcp_init(&s->client, fd, client_io, s);
 	s->be.conn.io.fd = -1;
-	s->spipe[0] = s->spipe[1] = -1;
 	/* cin holds a pre-login line or a PROXY header; bout must take all of
 	 * cin when a pipelined command follows LOGIN into the relay. */
 	buf_init(&s->cin, (size_t)srv.cfg->max_line_length + 16 > PROXY_HEADER_MAX + 16
@@ -533,7 +451,6 @@ static void session_close(struct session *s, const char *reason)
 		conn_close(srv.loop, &s->be.conn);
 	}
 	conn_close(srv.loop, &s->client);
-	spipe_close(s);
 	loop_timer_stop(srv.loop, &s->timer);
 	loop_timer_stop(srv.loop, &s->login_timer);
 	if (s->ip_counted)
@@ -608,11 +525,8 @@ static bool client_wants_read(const struct session *s)
 
 static bool server_wants_read(const struct session *s)
 {
-	if (s->state != SS_RELAY || !conn_is_open(&s->be.conn) || s->flush_then_close)
-		return false;
-	if (s->spipe_len > 0) /* only more of the literal, while the pipe has room */
-		return s->track.s_literal > 0 && s->spipe_len < s->spipe_cap;
-	return buf_space(&s->cout) > 0;
+	return s->state == SS_RELAY && conn_is_open(&s->be.conn) && !s->flush_then_close &&
+	       buf_space(&s->cout) > 0;
 }
 
 /*
@@ -650,7 +564,7 @@ static void session_update(struct session *s)
 		/* Back from a login during shutdown: no new one. */
 		session_bye(s, "Server shutting down", "shutdown");
 	}
-	if (s->flush_then_close && buf_len(&s->cout) == 0 && s->spipe_len == 0) {
+	if (s->flush_then_close && buf_len(&s->cout) == 0) {
 		session_close(s, s->close_reason ? s->close_reason : "closed");
 		return;
 	}
@@ -663,7 +577,7 @@ static void session_update(struct session *s)
 		}
 		s->client_tls = true;
 	}
-	if (buf_len(&s->cout) > 0 || s->spipe_len > 0)
+	if (buf_len(&s->cout) > 0)
 		cw |= LOOP_WRITE;
 	if (client_wants_read(s))
 		cw |= LOOP_READ;
@@ -939,7 +853,7 @@ void session_enter_relay(struct session *s)
 		return;
 	}
 	session_logout_check(s);
-	if (flush_client(s) == -1) {
+	if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 		session_close(s, "client_write_error");
 		return;
 	}
@@ -1111,7 +1025,7 @@ static void client_io(struct loop_io *io, unsigned ev)
 
 	if (s->state == SS_CLOSED)
 		return;
-	if ((ev & LOOP_ERROR) && !client_wants_read(s) && buf_len(&s->cout) == 0 && s->spipe_len == 0) {
+	if ((ev & LOOP_ERROR) && !client_wants_read(s) && buf_len(&s->cout) == 0) {
 		/* Reset or hung up while we were not reading (e.g. during a
 		 * backend login): nothing will clear the condition, and epoll
 		 * would report it again and again. */
@@ -1124,7 +1038,7 @@ static void client_io(struct loop_io *io, unsigned ev)
 		ev |= LOOP_READ | LOOP_WRITE;
 	if (!client_wants_read(s))
 		ev &= ~LOOP_READ;
-	if ((ev & LOOP_WRITE) && flush_client(s) == -1) {
+	if ((ev & LOOP_WRITE) && flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 		session_close(s, "client_write_error");
 		return;
 	}
@@ -1166,8 +1080,8 @@ static void client_io(struct loop_io *io, unsigned ev)
 			session_close(s, r == 0 ? "client_eof" : "client_read_error");
 			return;
 		}
-		if (s->state != SS_CLOSED && (buf_len(&s->cout) > 0 || s->spipe_len > 0) &&
-		    flush_client(s) == -1) {
+		if (s->state != SS_CLOSED && buf_len(&s->cout) > 0 &&
+		    flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 			session_close(s, "client_write_error");
 			return;
 		}
@@ -1200,19 +1114,7 @@ static void server_io(struct loop_io *io, unsigned ev)
 		session_close(s, "server_write_error");
 		return;
 	}
-	if ((ev & LOOP_READ) && splice_wanted(s)) {
-		r = splice_in(s);
-		if (r > 0) {
-			s->started_ms = loop_now(srv.loop);
-			if (flush_client(s) == -1) {
-				session_close(s, "client_write_error");
-				return;
-			}
-		} else if (r == 0 || errno != EAGAIN) {
-			conn_close(srv.loop, &s->be.conn);
-			session_flush_close(s, r == 0 ? "server_closed" : "server_read_error");
-		}
-	} else if (ev & LOOP_READ) {
+	if (ev & LOOP_READ) {
 		size_t before = buf_len(&s->cout);
 
 		r = pump_in(&s->be.conn, &s->cout);
@@ -1221,7 +1123,7 @@ static void server_io(struct loop_io *io, unsigned ev)
 			if (s->traced)
 				trace_server(s->id, s->user, s->user_len, s->be.conn.io.fd, buf_ptr(&s->cout) + before, (size_t)r);
 			s->started_ms = loop_now(srv.loop);
-			if (flush_client(s) == -1) {
+			if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 				session_close(s, "client_write_error");
 				return;
 			}

@@ -67,10 +67,6 @@ struct session {
 	uint64_t login_ms;     /* when the backend connection really logged in */
 	unsigned reuses;       /* times it was handed out before this session */
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
-	int spipe[2];          /* splice pipe for a large literal (-1: none) */
-	size_t spipe_len;      /* server bytes in it, to go to the client before cout */
-	size_t spipe_cap;
-	bool splice_off;       /* no pipe could be made: copy as usual */
 	bool traced;           /* relay bytes go to the protocol trace (trace.h) */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
 	struct loop_timer login_timer; /* holds back a failure reply */

@@ -14,9 +14,9 @@ then tells you how to connect by hand and waits for Ctrl-C. With --no-wait,
 or when stdin is not a terminal (CI), it stops at once. Everything it
 started is stopped and removed on exit.
 
-Sections are functions listed in SECTIONS below. The one for a reused
-backend connection is a placeholder until the connection cache (issue 3)
-is built.
+Sections are functions listed in SECTIONS below: the scripted session,
+alice's second login reusing the parked backend connection
+([XPROXYREUSE], no new Dovecot login), and the guessing client.
 """
 
 import argparse
@@ -212,13 +212,41 @@ def section_scripted_session(demo):
 
 
 def section_reused_connection(demo):
-    """Placeholder: a second login of the same user served from imapgate's connection
-    cache. The cache (issue 3) is not built yet, so this only says so."""
-    heading("A reused backend connection (not built yet)")
-    note("The connection cache is not built yet (issue 3): every client login,")
-    note("including alice's above, is a new login on Dovecot. Once it is, this")
-    note("section will show a second login of alice answered from a parked backend")
-    note("connection ([XPROXYREUSE]) without Dovecot seeing a new login.")
+    """A second login of alice, served from the backend connection imapgate parked
+    after the first session's LOGOUT: [XPROXYREUSE], and no new login in Dovecot."""
+    heading("A reused backend connection (the connection cache)")
+    note("After alice's LOGOUT above, imapgate answered BYE itself, deselected the")
+    note("mailbox on the backend connection and parked it. Her next login with the")
+    note("same password takes it over:")
+    print()
+    try:
+        demo.gate.wait_log(r"event=pool_park user=alice\b", timeout=5)
+    except TimeoutError:
+        pass
+    demo.ctl("pool")
+    print()
+    mark = demo.gate.log_mark()
+    before = demo.dovecot.count_logins("alice")
+    w = Wire("127.0.0.1", demo.gate.port)
+    try:
+        w.greeting()
+        w.command("b1", "LOGIN alice alicepw")
+        w.command("b2", "FETCH 1 FLAGS")
+        w.command("b3", "SELECT INBOX")
+        w.command("b4", "LOGOUT")
+        w.expect_close()
+    finally:
+        w.close()
+    print()
+    note("The FETCH before SELECT gets BAD: the reused connection starts with no mailbox")
+    note("selected, as a fresh login would. Dovecot saw %d new login(s) of alice;"
+         % (demo.dovecot.count_logins("alice") - before))
+    note("imapgate's log:")
+    try:
+        demo.gate.wait_log(r"event=pool_park\b", timeout=3, since=mark)
+    except TimeoutError:
+        pass
+    show_log_lines(demo, mark, ["login", "disconnect", "pool_park"])
 
 
 def dovecot_lines_from(demo, ip, what=""):

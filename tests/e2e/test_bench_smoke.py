@@ -106,7 +106,9 @@ def test_burst(loadgen, make_gate):
 def test_flood_from_banned_address(loadgen, make_gate):
     if not can_bind(FLOOD_SRC):
         pytest.skip("cannot bind %s" % FLOOD_SRC)
-    gate = make_gate(start=False)
+    # Every banned connection answered with BYE (no kernel drop here: see
+    # test_guard.py for that, and below for how loadgen counts it).
+    gate = make_gate(start=False, guard_drop_after=0)
     gate.write_config(control_socket=str(gate.dir / "ctl.sock"))
     gate.start()
     ctl = [str(gate.build / "imapgate-ctl"), "-s", str(gate.dir / "ctl.sock")]
@@ -117,6 +119,22 @@ def test_flood_from_banned_address(loadgen, make_gate):
     # A source that is not banned is counted as an error, not as a refusal.
     (r,) = run(loadgen, gate.port, "flood", conns=1, seconds=10, max_cycles=3)
     assert r["refused"] == 0 and r["error_kinds"]["not_refused"] == 3, r
+
+
+def test_flood_dropped_in_the_kernel_counts_as_connect_errors(loadgen, make_gate):
+    if not can_bind(FLOOD_SRC):
+        pytest.skip("cannot bind %s" % FLOOD_SRC)
+    gate = make_gate(start=False, guard_drop_after=3)
+    gate.write_config(control_socket=str(gate.dir / "ctl.sock"))
+    gate.start()
+    ctl = [str(gate.build / "imapgate-ctl"), "-s", str(gate.dir / "ctl.sock")]
+    subprocess.run(ctl + ["ban", FLOOD_SRC, "600"], check=True, stdout=subprocess.PIPE, timeout=15)
+    gate.wait_log(r"event=control command=ban")
+    argv = dict(conns=1, seconds=4, max_cycles=20, src=FLOOD_SRC)
+    (r,) = run(loadgen, gate.port, "flood", timeout=30, **argv)
+    # A few BYEs, then the address is dropped: attempts time out at connect.
+    assert 3 <= r["refused"] < 20 and r["error_kinds"]["not_refused"] == 0, r
+    assert r["error_kinds"]["connect"] >= 1, r
 
 
 def test_failures_are_counted(loadgen, dovecot, make_gate, mail_user):

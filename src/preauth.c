@@ -66,7 +66,9 @@ void preauth_capability_line(const struct session *s, char *out, size_t outsz)
 		memcpy(out + o, " LOGINDISABLED", 15);
 		o += 14;
 	}
-	if (srv.cfg->enable_admin_commands && o + 12 < outsz)
+	/* Only to the clients the admin commands are answered to. */
+	if (srv.cfg->enable_admin_commands && cidr_list_match(&srv.cfg->admin_allow, (const struct sockaddr *)&s->peer) &&
+	    o + 12 < outsz)
 		memcpy(out + o, " XIMAPPROXY", 12);
 }
 

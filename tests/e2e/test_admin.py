@@ -122,9 +122,13 @@ def test_refused_outside_admin_allow(make_gate):
 def test_refused_from_other_address(make_gate):
     g = admin_gate(make_gate, admin_allow="127.0.0.1/32")
     other = g.connect_greeted(src="127.0.0.2")
+    # Not advertised to a client the commands are not answered to.
+    assert b"XIMAPPROXY" not in other.greeting
+    assert b"XIMAPPROXY" not in other.command("c", "CAPABILITY")[0].split()
     assert other.command("a", "XPROXY_VERSION") == [b"a BAD Unrecognized command\r\n"]
     assert "client=127.0.0.2:" in g.log_lines("admin_refused")[0]
     mine = g.connect_greeted(src="127.0.0.1")
+    assert b"XIMAPPROXY" in mine.greeting
     assert mine.command("b", "XPROXY_VERSION")[-1] == b"b OK Completed\r\n"
 
 

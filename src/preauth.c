@@ -516,9 +516,9 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		session_guard_success(s);
 		STATS_INC(STAT_CLIENT_LOGINS_TOTAL);
 		STATS_INC(s->reused ? STAT_SERVER_CONNECTIONS_REUSED_TOTAL : STAT_SERVER_CONNECTIONS_CREATED_TOTAL);
-		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=%s", (unsigned long long)s->id,
-		         user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip,
-		         s->reused ? "reused" : "new");
+		log_info("event=login session=%llu user=%s client=%s:%u rip=%s backend=%s login_ms=%llu",
+		         (unsigned long long)s->id, user, s->peer_ip, s->peer_port, s->has_origin ? s->origin_ip : s->peer_ip,
+		         s->reused ? "reused" : "new", (unsigned long long)(loop_now(srv.loop) - s->login_start_ms));
 		if (s->reused)
 			session_reply(s, "* OK [XPROXYREUSE] IMAP connection reused by imapgate");
 		session_reply(s, "%s %s", s->tag, text);

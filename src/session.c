@@ -963,6 +963,7 @@ static void login_timer_fire(struct loop_timer *t)
 void session_start_login(struct session *s)
 {
 	s->state = SS_LOGIN;
+	s->login_start_ms = loop_now(srv.loop);
 	s->reused = false;
 	if (pool_enabled() && !srv.shutting_down) {
 		struct pool_taken tk;

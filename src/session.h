@@ -65,6 +65,7 @@ struct session {
 	bool be_pending;       /* a backend login of ours is in progress */
 	bool reused;           /* the backend connection came from the pool */
 	uint64_t login_ms;     /* when the backend connection really logged in */
+	uint64_t login_start_ms; /* when this session's login began (for the log) */
 	unsigned reuses;       /* times it was handed out before this session */
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
 	bool traced;           /* relay bytes go to the protocol trace (trace.h) */

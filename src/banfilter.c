@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include "hash.h"
 #include "listener.h"
 #include "log.h"
 
@@ -119,12 +120,7 @@ static struct banfilter_key dropped[BANFILTER_MAX];
 
 static uint32_t key_hash(const struct banfilter_key *k)
 {
-	uint32_t h = 2166136261u;
-	const uint8_t *p = (const uint8_t *)k;
-
-	for (size_t i = 0; i < sizeof(*k); i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h % REFUSAL_BUCKETS;
+	return (uint32_t)(hash_keyed(k, sizeof(*k)) % REFUSAL_BUCKETS);
 }
 
 /* --- the attach helper ---------------------------------------------------- *

@@ -13,6 +13,7 @@
  * evicted: it lives in the expiry heap, outside the eviction order.
  */
 #include "guard.h"
+#include "hash.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,57 +27,6 @@
 #define NO_HEAP ((size_t)-1)
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-/* ---- keyed hash (SipHash-2-4): peers choose addresses and user names,
- * so a fixed hash would let them pile entries into one chain. ---------- */
-
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-	do {                                                                                       \
-		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                          \
-		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                             \
-		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                             \
-		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
-	} while (0)
-
-static uint64_t siphash(const uint8_t key[16], const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	uint64_t k0 = rd64(key), k1 = rd64(key + 8);
-	uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-	uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-	size_t full = len - len % 8;
-	uint64_t m;
-
-	for (size_t i = 0; i < full; i += 8) {
-		m = rd64(p + i);
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-	}
-	m = (uint64_t)len << 56;
-	for (size_t i = 0; i < len % 8; i++)
-		m |= (uint64_t)p[full + i] << (8 * i);
-	v3 ^= m;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= m;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* ---- intrusive hash table with a least-recently-touched list ---------- */
 
@@ -426,7 +376,7 @@ static uint64_t key_hash(const struct guard *g, const struct cidr *k)
 	b[0] = (uint8_t)(k->family == AF_INET6);
 	b[1] = (uint8_t)k->prefix;
 	memcpy(b + 2, k->addr, 16);
-	return siphash(g->seed, b, sizeof b);
+	return siphash24(g->seed, b, sizeof b);
 }
 
 static bool key_equal(const struct cidr *a, const struct cidr *b)
@@ -457,7 +407,7 @@ static size_t user_len(const char *user)
 
 static uint64_t user_hash(const struct guard *g, const char *user)
 {
-	return siphash(g->seed, user ? user : "", user_len(user));
+	return siphash24(g->seed, user ? user : "", user_len(user));
 }
 
 /* ---- prefixes -------------------------------------------------------------- */
@@ -826,7 +776,7 @@ static uint64_t trust_hash(const struct guard *g, const struct cidr *k, uint64_t
 	b[1] = (uint8_t)k->prefix;
 	memcpy(b + 2, k->addr, 16);
 	memcpy(b + 18, &uhash, 8);
-	return siphash(g->seed, b, sizeof b);
+	return siphash24(g->seed, b, sizeof b);
 }
 
 static bool trust_eq(const struct gnode *n, const void *arg)

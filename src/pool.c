@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -60,11 +61,7 @@ unsigned pool_count(void)
 
 static uint32_t user_hash(const char *u, size_t n)
 {
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (uint8_t)u[i]) * 16777619u;
-	return h % POOL_BUCKETS;
+	return (uint32_t)(hash_keyed(u, n) % POOL_BUCKETS);
 }
 
 static void all_unlink(struct pool_conn *e)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "hash.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
@@ -67,12 +68,8 @@ static void ipcount_key(const struct sockaddr *sa, uint8_t key[17])
 
 static struct ipcount **ipcount_find(const uint8_t key[17])
 {
-	uint32_t h = 2166136261u;
-	struct ipcount **pp;
+	struct ipcount **pp = &ipcount_tab[hash_keyed(key, 17) % IPCOUNT_BUCKETS];
 
-	for (int i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 16777619u;
-	pp = &ipcount_tab[h % IPCOUNT_BUCKETS];
 	while (*pp && memcmp((*pp)->key, key, 17) != 0)
 		pp = &(*pp)->next;
 	return pp;

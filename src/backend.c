@@ -260,7 +260,7 @@ static bool word_is(const char *line, size_t len, const char *word)
 	return len >= wl && strncasecmp(line, word, wl) == 0 && (len == wl || line[wl] == ' ');
 }
 
-static bool caps_have(const char *p, size_t len, const char *word)
+bool backend_caps_have(const char *p, size_t len, const char *word)
 {
 	size_t wl = strlen(word);
 
@@ -278,8 +278,8 @@ static void backend_take_caps(struct backend *b, const char *p, size_t len)
 
 	if (end)
 		len = (size_t)(end - p);
-	b->caps_starttls = caps_have(p, len, "STARTTLS");
-	b->caps_logindisabled = caps_have(p, len, "LOGINDISABLED");
+	b->caps_starttls = backend_caps_have(p, len, "STARTTLS");
+	b->caps_logindisabled = backend_caps_have(p, len, "LOGINDISABLED");
 	server_set_caps(p, len);
 }
 

@@ -54,6 +54,9 @@ struct backend {
 void backend_start(struct backend *b, backend_done_fn *done, void *data);
 /* Abort: close everything, done() is not called. Safe when idle. */
 void backend_abort(struct backend *b);
+/* Is word (case-insensitive) one of the space-separated atoms in p[0..len),
+ * the list ending at len or at ']'? */
+bool backend_caps_have(const char *p, size_t len, const char *word);
 /* Release buffers (after the owner took what it needs). */
 void backend_release(struct backend *b);
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "hash.h"
 #include "log.h"
 #include "server.h"
@@ -356,16 +357,17 @@ static void pool_timeout(struct loop_timer *tm)
 	                      srv.cfg->cache_max_age ? "max_age" : "expired", true);
 }
 
+/* Does the "[CAPABILITY ...]" code of the LOGIN OK list UNSELECT? */
 static bool caps_have_unselect(const char *text)
 {
-	const char *p = text;
+	const char *c = strcasestr(text, "[CAPABILITY ");
+	const char *end;
 
-	while ((p = strstr(p, "UNSELECT")) != NULL) {
-		if ((p == text || p[-1] == ' ' || p[-1] == '[') && (p[8] == ' ' || p[8] == ']' || p[8] == '\0'))
-			return true;
-		p += 8;
-	}
-	return false;
+	if (c == NULL)
+		return false;
+	c += 12;
+	end = strchr(c, ']');
+	return backend_caps_have(c, end ? (size_t)(end - c) : strlen(c), "UNSELECT");
 }
 
 void pool_adopt(struct conn *c, const struct imap_track *t, const struct pool_handoff *h)

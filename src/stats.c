@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
+
 _Static_assert(sizeof(struct stats_header) == 48, "stat file header layout");
 _Static_assert(sizeof(STATS_MAGIC) == 17, "magic is 16 bytes");
 
@@ -138,42 +140,6 @@ static void init_block(volatile struct stats_header *h, volatile uint64_t *c)
 		h->magic[i] = STATS_MAGIC[i];
 }
 
-/* Open path for writing without following a symlink, and refuse anything
- * an attacker with write access to the directory could have prepared. */
-static int open_file(const char *path, uid_t uid, const char **error_r)
-{
-	struct stat st;
-	int fd;
-
-	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
-	if (fd == -1) {
-		*error_r = set_err("cannot open stat file %s: %s", path,
-		                   errno == ELOOP ? "it is a symbolic link" : strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1) {
-		*error_r = set_err("cannot stat %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		*error_r = set_err("stat file %s is not a regular file", path);
-		goto fail;
-	}
-	if (st.st_nlink != 1) {
-		*error_r = set_err("stat file %s has %lu hard links; remove it", path, (unsigned long)st.st_nlink);
-		goto fail;
-	}
-	if (st.st_uid != geteuid() && st.st_uid != uid) {
-		*error_r = set_err("stat file %s belongs to uid %lu, not to imapgate's user; remove it", path,
-		                   (unsigned long)st.st_uid);
-		goto fail;
-	}
-	return fd;
-fail:
-	close(fd);
-	return -1;
-}
-
 int stats_open(const char *path, uid_t uid, gid_t gid, const char **error_r)
 {
 	struct stat st;
@@ -195,7 +161,8 @@ int stats_open(const char *path, uid_t uid, gid_t gid, const char **error_r)
 		*error_r = set_err("out of memory");
 		return -1;
 	}
-	if ((fd = open_file(path, uid, error_r)) == -1) {
+	if ((fd = file_open_checked(path, O_RDWR, 0644, uid, "stat file ", &st, errbuf, sizeof(errbuf))) == -1) {
+		*error_r = errbuf;
 		free(copy);
 		return -1;
 	}

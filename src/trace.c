@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "log.h"
 
 static int trace_fd = -1;
@@ -40,30 +41,14 @@ static const char *set_err(const char *fmt, ...)
 	return errmsg;
 }
 
+/* The trace file: checked as file.c does, then private to imapgate's user. */
 static int open_file(const char *path, uid_t uid, gid_t gid, struct stat *st, const char **error_r)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0600);
+	int fd = file_open_checked(path, O_WRONLY | O_APPEND, 0600, uid, "", st, errmsg, sizeof(errmsg));
 
 	if (fd == -1) {
-		*error_r = set_err("cannot open %s: %s", path, errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+		*error_r = errmsg;
 		return -1;
-	}
-	if (fstat(fd, st) == -1) {
-		*error_r = set_err("cannot stat %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		*error_r = set_err("%s is not a regular file", path);
-		goto fail;
-	}
-	if (st->st_nlink != 1) {
-		*error_r = set_err("%s has %lu hard links; remove it", path, (unsigned long)st->st_nlink);
-		goto fail;
-	}
-	if (st->st_uid != geteuid() && st->st_uid != uid) {
-		*error_r = set_err("%s belongs to uid %lu, not to imapgate's user; remove it", path,
-		                   (unsigned long)st->st_uid);
-		goto fail;
 	}
 	/* It holds mail: nobody else may read it, whatever mode it had. */
 	if ((st->st_mode & 077) && fchmod(fd, 0600) == -1) {

@@ -1,0 +1,23 @@
+/*
+ * file — open a file imapgate writes (stat file, trace file) without
+ * following a symbolic link, and refuse anything someone with write access
+ * to the directory could have prepared: not a regular file, hard-linked,
+ * or owned by another user.
+ */
+#ifndef IMAPGATE_FILE_H
+#define IMAPGATE_FILE_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/*
+ * open(path, flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
+ * O_NONBLOCK, mode), then the checks; the file may belong to the effective
+ * user or to uid. what prefixes the path in messages ("stat file " or "").
+ * Returns the descriptor with *st filled, or -1 with a message in err.
+ */
+int file_open_checked(const char *path, int flags, mode_t mode, uid_t uid, const char *what, struct stat *st,
+                      char *err, size_t errsz);
+
+#endif

@@ -189,7 +189,7 @@ def _cleanup_live():
             pass
 
 
-def wait_for(pred, timeout, interval=0.02, what="condition"):
+def wait_for(pred, timeout, *, interval=0.02, what="condition"):
     """Poll pred() until it returns something true, for at most timeout seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -377,7 +377,7 @@ def test_banned_address_that_keeps_coming_is_dropped_in_the_kernel(make_gate, do
     g.wait_log(r"event=ban_drop client=127\.0\.0\.9 refused=3 kernel_set=1", since=mark)
     # From then on (the filter is attached by a helper, a moment later) its
     # connection attempts get no answer at all: not even an accept.
-    wait_for(lambda: try_connect(g.port, "127.0.0.9", timeout=0.5) is None, 5, "the kernel drop")
+    wait_for(lambda: try_connect(g.port, "127.0.0.9", timeout=0.5) is None, 5, what="the kernel drop")
     accepted = g.log_text().count("client=127.0.0.9:")
     assert try_connect(g.port, "127.0.0.9") is None
     assert try_connect(g.port, "127.0.0.9") is None

@@ -77,10 +77,15 @@ def test_backend_restarted_under_load(make_gate, own_dovecot):
     lock = threading.Lock()
 
     def worker(user, pw):
-        deadline = time.monotonic() + 20
+        # Bounded by stop, time and count. With the cache a cycle takes a
+        # millisecond: the short pause keeps 3000 cycles longer than both
+        # waits below (a bare count of 500 ran out before the restart was
+        # over, and nobody logged in after it).
+        deadline = time.monotonic() + 40
         n = 0
-        while not stop.is_set() and n < 500 and time.monotonic() < deadline:
+        while not stop.is_set() and n < 3000 and time.monotonic() < deadline:
             n += 1
+            time.sleep(0.01)
             try:
                 m = imaplib.IMAP4("127.0.0.1", g.port, timeout=8)
                 m.login(user, pw)

@@ -240,9 +240,8 @@ static void session_timeout(struct loop_timer *t)
 		break;
 	case SS_RELAY:
 		idle_ms = (uint64_t)srv.cfg->idle_timeout * 1000;
-		if (loop_now(srv.loop) - s->started_ms < idle_ms) {
-			/* started_ms doubles as "last activity" once relaying. */
-			loop_timer_start(srv.loop, &s->timer, idle_ms - (loop_now(srv.loop) - s->started_ms));
+		if (loop_now(srv.loop) - s->active_ms < idle_ms) {
+			loop_timer_start(srv.loop, &s->timer, idle_ms - (loop_now(srv.loop) - s->active_ms));
 			break;
 		}
 		session_bye(s, "Autologout; idle for too long", "idle_timeout");
@@ -843,7 +842,7 @@ void session_enter_relay(struct session *s)
 	}
 	buf_free(&s->cin);
 	imap_parser_free(&s->parser);
-	s->started_ms = loop_now(srv.loop);
+	s->active_ms = loop_now(srv.loop);
 	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->idle_timeout * 1000);
 	if (flush_bout(s) == -1) {
 		session_close(s, "server_write_error");
@@ -1058,7 +1057,7 @@ static void client_io(struct loop_io *io, unsigned ev)
 					             buf_len(&s->bout) - before);
 				s->bytes_in += (uint64_t)r;
 				STATS_ADD(STAT_BYTES_FROM_CLIENTS_TOTAL, r);
-				s->started_ms = loop_now(srv.loop);
+				s->active_ms = loop_now(srv.loop);
 				if (flush_bout(s) == -1) {
 					session_close(s, "server_write_error");
 					return;
@@ -1089,6 +1088,23 @@ static void client_io(struct loop_io *io, unsigned ev)
 	session_update(s);
 }
 
+/*
+ * The server closed or reset the connection during the relay: give the
+ * client what the server already sent, then close. Unless the server said
+ * BYE itself, the client gets one of ours (RFC 3501 7.1.5) so it can tell
+ * a lost server from a network fault -- but only at a line boundary of the
+ * server's stream, where it cannot be read as part of a reply.
+ */
+static void session_server_gone(struct session *s, const char *reason)
+{
+	const struct imap_track *t = &s->track;
+
+	conn_close(srv.loop, &s->be.conn);
+	if (!t->bye && !t->lost && !t->s_mid_line && t->s_literal == 0)
+		session_reply(s, "* BYE [UNAVAILABLE] Connection to the mail server lost");
+	session_flush_close(s, reason);
+}
+
 static void server_io(struct loop_io *io, unsigned ev)
 {
 	struct session *s = io->data;
@@ -1099,8 +1115,7 @@ static void server_io(struct loop_io *io, unsigned ev)
 	if ((ev & LOOP_ERROR) && !server_wants_read(s)) {
 		/* The server reset while its replies wait for the client: give the
 		 * client what is queued, then close. */
-		conn_close(srv.loop, &s->be.conn);
-		session_flush_close(s, "server_error");
+		session_server_gone(s, "server_error");
 		session_update(s);
 		return;
 	}
@@ -1120,17 +1135,14 @@ static void server_io(struct loop_io *io, unsigned ev)
 			imap_track_server(&s->track, buf_ptr(&s->cout) + before, (size_t)r);
 			if (s->traced)
 				trace_server(s->id, s->user, s->user_len, s->be.conn.io.fd, buf_ptr(&s->cout) + before, (size_t)r);
-			s->started_ms = loop_now(srv.loop);
+			s->active_ms = loop_now(srv.loop);
 			if (flush_buf(&s->client, &s->cout, &s->bytes_out) == -1) {
 				session_close(s, "client_write_error");
 				return;
 			}
 			session_logout_check(s);
 		} else if (r == 0 || errno != EAGAIN) {
-			/* The server is gone (after LOGOUT, or it died): give the
-			 * client what it already sent, then close. */
-			conn_close(srv.loop, &s->be.conn);
-			session_flush_close(s, r == 0 ? "server_closed" : "server_read_error");
+			session_server_gone(s, r == 0 ? "server_closed" : "server_read_error");
 		}
 	}
 	session_update(s);
@@ -1158,11 +1170,11 @@ static const char *ctl_pool(int argc, char **argv, bool json, struct strbuf *out
 			sb_json_str(out, user);
 			sb_printf(out, ",\"client\":\"%s\",\"client_port\":%u,\"state\":\"active\",\"tls\":%s,\"idle_ms\":%llu}",
 			          s->peer_ip, s->peer_port, s->be.tls ? "true" : "false",
-			          (unsigned long long)(now - s->started_ms));
+			          (unsigned long long)(now - s->active_ms));
 		} else {
 			sb_printf(out, "session=%llu user=%s client=%s:%u state=active backend_tls=%s idle_ms=%llu\n",
 			          (unsigned long long)s->id, user, s->peer_ip, s->peer_port, s->be.tls ? "yes" : "no",
-			          (unsigned long long)(now - s->started_ms));
+			          (unsigned long long)(now - s->active_ms));
 		}
 		n++;
 	}

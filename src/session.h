@@ -56,7 +56,8 @@ struct session {
 	unsigned origin_port;
 	int sasl_mech;         /* 1 = PLAIN, 2 = LOGIN */
 	int sasl_step;
-	uint64_t started_ms;
+	uint64_t started_ms;    /* accept time: duration_ms in the disconnect line */
+	uint64_t active_ms;     /* last relay traffic either way: idle_timeout */
 	uint64_t bytes_in, bytes_out;
 	struct imap_track track; /* both directions of the relay (imap_track.h) */
 	size_t bout_hold;      /* trailing bytes of bout held back (a command's head) */

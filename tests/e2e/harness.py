@@ -512,6 +512,24 @@ class Dovecot:
     def maildir(self, user):
         return self.home(user) / "Maildir"
 
+    def imap_pids(self, user):
+        """PIDs of the imap processes serving user (their working directory is the home)."""
+        home = os.path.realpath(str(self.home(user)))
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink("/proc/%s/cwd" % entry) != home:
+                    continue
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if cmd.split(b"\0")[0].endswith(b"/imap"):
+                pids.append(int(entry))
+        return pids
+
     def _chown(self, path):
         if IS_ROOT:
             os.chown(path, self.uid, self.gid)

@@ -156,22 +156,7 @@ def assert_clean_session(c):
 
 
 def imap_processes(dovecot, user):
-    """PIDs of Dovecot's imap processes serving user (their working directory is the home)."""
-    home = os.path.realpath(str(dovecot.home(user)))
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.readlink("/proc/%s/cwd" % entry) != home:
-                continue
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if cmd.split(b"\0")[0].endswith(b"/imap"):
-            pids.append(int(entry))
-    return pids
+    return dovecot.imap_pids(user)
 
 
 def owned_dir(path):

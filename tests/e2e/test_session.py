@@ -4,7 +4,9 @@ byte, literals included in both directions; IDLE works; LOGOUT ends it.
 """
 
 import imaplib
+import os
 import re
+import signal
 import socket
 import time
 
@@ -201,3 +203,45 @@ def test_large_bodies_relayed_byte_exact_while_the_client_reads_slowly(gate, dov
         assert c.read_tagged("z")[-1].startswith(b"z OK")
         c.close()
         gate.wait_log(r"event=pool_park user=%s " % re.escape(user), timeout=10)
+
+
+def test_disconnect_line_gives_the_whole_session_duration(gate, fresh_user):
+    # duration_ms counts from accept to close; it once restarted at every
+    # relayed byte and logged 0 for every LOGOUT.
+    user, pw = fresh_user
+    t0 = time.monotonic()
+    c = _login_select(gate, user, pw)
+    sid = gate.wait_log(r"event=login session=(\d+) user=%s " % re.escape(user)).group(1)
+    time.sleep(0.3)  # a session that lasts: the idle time is what is measured
+    mark = gate.log_mark()
+    c.sendline("z LOGOUT")
+    c.read_tagged("z")
+    elapsed_ms = (time.monotonic() - t0) * 1000
+    m = gate.wait_log(r"event=disconnect session=%s .*reason=logout duration_ms=(\d+) " % sid, since=mark)
+    assert 300 <= int(m.group(1)) <= elapsed_ms + 50, (m.group(0), elapsed_ms)
+
+
+def _kill_imap_process(dovecot, gate, user, pw, sig):
+    """A logged-in session whose Dovecot imap process gets sig; the bytes
+    the client received until imapgate closed it."""
+    c = _login_select(gate, user, pw)
+    pids = dovecot.imap_pids(user)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], sig)
+    return c.expect_closed(timeout=5)
+
+
+def test_server_dying_mid_session_gets_the_client_a_bye(gate, dovecot, fresh_user):
+    user, pw = fresh_user
+    got = _kill_imap_process(dovecot, gate, user, pw, signal.SIGKILL)
+    assert got == b"* BYE [UNAVAILABLE] Connection to the mail server lost\r\n", got
+    gate.wait_log(r"event=disconnect .*user=%s reason=server_closed " % re.escape(user))
+
+
+def test_server_bye_is_not_doubled(gate, dovecot, fresh_user):
+    # Dovecot says BYE itself when it is told to stop a session (SIGTERM):
+    # the client gets that one, and no second BYE of imapgate's.
+    user, pw = fresh_user
+    got = _kill_imap_process(dovecot, gate, user, pw, signal.SIGTERM)
+    assert got.startswith(b"* BYE ") and got.count(b"BYE") == 1, got
+    assert b"Connection to the mail server lost" not in got, got

@@ -46,13 +46,7 @@ static void out_str(struct out *o, const char *s, size_t n)
 	out_put(o, s, n);
 }
 
-#define CHECK(cond)                                                                            \
-	do {                                                                                   \
-		if (!(cond)) {                                                                 \
-			fprintf(stderr, "check failed: %s (line %d)\n", #cond, __LINE__);       \
-			abort();                                                               \
-		}                                                                              \
-	} while (0)
+#include "fuzz_check.h"
 
 static bool tag_ok(const char *t)
 {
@@ -109,7 +103,23 @@ static void record_command(struct out *o, const struct imap_command *cmd,
 		out_str(o, a->data, a->len);
 	}
 	CHECK(depth == 0);
-	CHECK(sum <= lim->max_total);
+	if (strcasecmp(cmd->name, "ID") == 0) {
+		/* RFC 2971's bounds instead of max_total: alternately fields
+		 * (at most 30 octets) and values (1024), at most 30 pairs. */
+		size_t strings = 0;
+
+		for (size_t i = 0; i < cmd->n_args; i++) {
+			const struct imap_arg *a = &cmd->args[i];
+
+			if (a->type == IMAP_ARG_LIST_START || a->type == IMAP_ARG_LIST_END)
+				continue;
+			CHECK(a->len <= (strings++ % 2 ? IMAP_ID_VALUE_MAX : IMAP_ID_FIELD_MAX));
+		}
+		CHECK(strings <= 2 * IMAP_ID_PAIRS_MAX);
+		CHECK(sum <= (lim->max_total > IMAP_ID_WIRE_MAX ? lim->max_total : IMAP_ID_WIRE_MAX));
+	} else {
+		CHECK(sum <= lim->max_total);
+	}
 }
 
 /* Feeds the stream; chunk sizes cycle through sizes[] (0: all the rest);

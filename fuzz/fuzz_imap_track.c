@@ -37,13 +37,7 @@
 
 #include "imap_track.h"
 
-#define CHECK(cond)                                                                            \
-	do {                                                                                   \
-		if (!(cond)) {                                                                 \
-			fprintf(stderr, "check failed: %s (line %d)\n", #cond, __LINE__);       \
-			abort();                                                               \
-		}                                                                              \
-	} while (0)
+#include "fuzz_check.h"
 
 #define MAX_INPUT 8192
 #define PIECE_MAX (MAX_INPUT * 2)

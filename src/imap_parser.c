@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum pstate {
 	ST_IDLE,      /* start of a command, or of a raw line */
@@ -65,6 +66,9 @@ struct imap_parser {
 	bool raw;       /* the line being discarded was a raw line */
 	bool tag_done;  /* buf[0..tag_len] holds a complete, valid tag */
 	bool full;      /* a byte did not fit in buf: the command fails */
+	bool id;        /* the command is ID: RFC 2971's bounds, see line_max() */
+	bool fatal;     /* LINE_TOO_LONG was reported: discard without bounds */
+	unsigned id_strings; /* strings of an ID command so far */
 	size_t tag_len;
 	size_t line_len; /* bytes of the current line, CR and LF included */
 	size_t total;    /* bytes of the current command, literals included */
@@ -100,6 +104,13 @@ struct imap_parser {
 /* Room beyond the limits: each stored token may take one byte more than it
  * took on the wire (its NUL, or the NUL after '(' ')'), plus tag and name. */
 #define BUF_OVERHEAD (IMAP_MAX_ARGS + 16)
+
+/* What an ID within RFC 2971's bounds stores (its line may be longer than
+ * max_total): tag, name, the strings, list markers; NULs are in
+ * BUF_OVERHEAD. */
+#define ID_STORED_MAX                                                                             \
+	(IMAP_TAG_MAX + sizeof("ID") + IMAP_ID_PAIRS_MAX * (IMAP_ID_FIELD_MAX + IMAP_ID_VALUE_MAX) + \
+	 2 * IMAP_MAX_ARGS)
 
 static const char MSG_INTERNAL[] = "Parser buffer full";
 
@@ -141,6 +152,18 @@ static bool size_digit(uint64_t *n, unsigned *digits, uint8_t c)
 	return true;
 }
 
+/* The bounds of the current command's lines, and of its lines and literals
+ * together: ID's follow from RFC 2971's string and pair bounds. */
+static size_t line_max(const struct imap_parser *p)
+{
+	return p->id && IMAP_ID_WIRE_MAX > p->lim.max_line ? IMAP_ID_WIRE_MAX : p->lim.max_line;
+}
+
+static size_t total_max(const struct imap_parser *p)
+{
+	return p->id && IMAP_ID_WIRE_MAX > p->lim.max_total ? IMAP_ID_WIRE_MAX : p->lim.max_total;
+}
+
 static void tail_reset(struct imap_parser *p)
 {
 	p->tail = TAIL_NONE;
@@ -177,6 +200,9 @@ static void begin_command(struct imap_parser *p)
 	p->raw = false;
 	p->tag_done = false;
 	p->full = false;
+	p->id = false;
+	p->fatal = false;
+	p->id_strings = 0;
 	p->tag_len = 0;
 	p->line_len = 0;
 	p->total = 0;
@@ -196,31 +222,62 @@ static void wipe(struct imap_parser *p)
 
 /* A line of a rejected command ended: drain a non-synchronising literal it
  * announced, or the command is over. A synchronising one is never sent, as
- * the client waits for a '+' that does not come. */
-static void discard_line_end(struct imap_parser *p)
+ * the client waits for a '+' that does not come. Returns true when that
+ * literal goes over what the command could ever have held: the caller is
+ * then told LINE_TOO_LONG, rather than draining for as long as it takes. */
+static bool discard_line_end(struct imap_parser *p)
 {
+	bool over = false;
+
 	if (!p->raw && p->tail == TAIL_NONSYNC && !p->tail_bad) {
 		p->cr = false;
 		tail_reset(p);
+		p->line_len = 0;
+		if (!p->fatal) {
+			/* total <= total_max(p): every discarded byte was checked. */
+			over = p->tail_n > total_max(p) - p->total;
+			if (over)
+				p->fatal = true;
+			else
+				p->total += (size_t)p->tail_n;
+		}
 		if (p->tail_n > 0) {
 			p->remaining = p->tail_n;
 			p->state = ST_DRAIN;
 		} else {
 			p->state = ST_DISCARD;
 		}
-		return;
+		return over;
 	}
 	begin_command(p);
+	return false;
 }
 
-static void discard_byte(struct imap_parser *p, uint8_t c)
+/* A rejected command went over its bounds while discarded. */
+static enum imap_parse_status give_up(struct imap_parser *p, const char *msg)
+{
+	p->err = IMAP_ERR_LINE_TOO_LONG;
+	p->err_msg = msg;
+	p->fatal = true;
+	return IMAP_PARSE_ERROR;
+}
+
+static enum imap_parse_status discard_byte(struct imap_parser *p, uint8_t c)
 {
 	bool was_cr = p->cr;
 
-	if (c == '\n') {
-		discard_line_end(p);
-		return;
+	/* Bounded as the command would have been, so that an endless line
+	 * (or one of endless lines) is refused before its end. */
+	if (!p->fatal) {
+		p->line_len++;
+		p->total++;
+		if (p->line_len > line_max(p))
+			return give_up(p, "Line too long");
+		if (p->total > total_max(p))
+			return give_up(p, "Command too long");
 	}
+	if (c == '\n')
+		return discard_line_end(p) ? give_up(p, "Literal too big") : IMAP_PARSE_MORE;
 	p->cr = false;
 	if (was_cr)
 		tail_reset(p);
@@ -228,6 +285,7 @@ static void discard_byte(struct imap_parser *p, uint8_t c)
 		p->cr = true;
 	else
 		tail_feed(p, c);
+	return IMAP_PARSE_MORE;
 }
 
 /* Rejects the command at byte c (already consumed). */
@@ -241,16 +299,19 @@ static enum imap_parse_status fail(struct imap_parser *p, uint8_t c, enum imap_p
 	p->err_tag[p->tag_done ? p->tag_len : 0] = '\0';
 	wipe(p);
 	p->full = false;
+	p->fatal = e == IMAP_ERR_LINE_TOO_LONG;
 	if (p->state == ST_RAW || (p->state == ST_IDLE && p->want_line)) {
 		p->raw = true;
 		p->want_line = false;
 	}
 	p->state = ST_DISCARD;
 	p->cr = false;
-	if (c == '\n')
-		discard_line_end(p);
-	else if (c == '\r')
+	if (c == '\n') {
+		if (discard_line_end(p))
+			give_up(p, "Literal too big");
+	} else if (c == '\r') {
 		p->cr = true;
+	}
 	return IMAP_PARSE_ERROR;
 }
 
@@ -318,6 +379,39 @@ static enum imap_parse_status emit_line(struct imap_parser *p, uint8_t c,
 	return IMAP_PARSE_LINE;
 }
 
+/*
+ * ID's strings, in the order sent, are field, value, field, value...: each
+ * is bounded as it comes in (RFC 2971 section 3.3), and so is their number.
+ */
+static size_t id_string_max(const struct imap_parser *p)
+{
+	return p->id_strings % 2 ? IMAP_ID_FIELD_MAX : IMAP_ID_VALUE_MAX;
+}
+
+static enum imap_parse_status id_string_long(struct imap_parser *p, uint8_t c)
+{
+	return fail(p, c, IMAP_ERR_ID_LIMIT,
+	            p->id_strings % 2 ? "ID field name too long (RFC 2971: at most 30 octets)"
+	                              : "ID value too long (RFC 2971: at most 1024 octets)");
+}
+
+/* A string token starts (atom, quoted, literal). */
+static enum imap_parse_status string_start(struct imap_parser *p, uint8_t c)
+{
+	if (p->id && ++p->id_strings > 2 * IMAP_ID_PAIRS_MAX)
+		return fail(p, c, IMAP_ERR_ID_LIMIT, "Too many ID fields (RFC 2971: at most 30 pairs)");
+	return IMAP_PARSE_MORE;
+}
+
+/* One more octet of the string token being read. */
+static enum imap_parse_status string_put(struct imap_parser *p, uint8_t c)
+{
+	if (p->id && p->used - p->tok_off >= id_string_max(p))
+		return id_string_long(p, c);
+	put(p, c);
+	return IMAP_PARSE_MORE;
+}
+
 static void finish_literal(struct imap_parser *p)
 {
 	/* Room for the octets and the NUL was checked when it was announced. */
@@ -330,8 +424,10 @@ static enum imap_parse_status literal_header_end(struct imap_parser *p, uint8_t 
 {
 	uint64_t n = p->lit_n;
 
-	/* total <= max_total holds here: every line byte was checked. */
-	if (n > p->lim.max_literal || n > p->lim.max_total - p->total)
+	/* total <= total_max(p) holds here: every line byte was checked. */
+	if (p->id && n > id_string_max(p))
+		return id_string_long(p, c);
+	if (n > p->lim.max_literal || n > total_max(p) - p->total)
 		return fail(p, c, IMAP_ERR_LITERAL_TOO_BIG, "Literal too big");
 	if (n + 1 > p->cap - p->used)
 		return fail(p, c, IMAP_ERR_LITERAL_TOO_BIG, MSG_INTERNAL);
@@ -392,6 +488,18 @@ static enum imap_parse_status token_start(struct imap_parser *p, uint8_t c)
 		add_arg(p, IMAP_ARG_LIST_START);
 		return IMAP_PARSE_MORE;
 	case '"':
+	case '{':
+	case '~':
+		break;
+	default:
+		if (!is_atom_char(c))
+			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid character");
+		break;
+	}
+	if (string_start(p, c) != IMAP_PARSE_MORE)
+		return IMAP_PARSE_ERROR;
+	switch (c) {
+	case '"':
 		p->state = ST_QUOTED;
 		return IMAP_PARSE_MORE;
 	case '{':
@@ -403,21 +511,15 @@ static enum imap_parse_status token_start(struct imap_parser *p, uint8_t c)
 		p->state = ST_TILDE;
 		return IMAP_PARSE_MORE;
 	default:
-		break;
+		p->state = ST_ATOM;
+		return string_put(p, c);
 	}
-	if (!is_atom_char(c))
-		return fail(p, c, IMAP_ERR_SYNTAX, "Invalid character");
-	put(p, c);
-	p->state = ST_ATOM;
-	return IMAP_PARSE_MORE;
 }
 
 static enum imap_parse_status atom_byte(struct imap_parser *p, uint8_t c)
 {
-	if (is_atom_char(c)) {
-		put(p, c);
-		return IMAP_PARSE_MORE;
-	}
+	if (is_atom_char(c))
+		return string_put(p, c);
 	add_arg(p, IMAP_ARG_ATOM);
 	p->state = ST_SEP;
 	return after_token(p, c);
@@ -463,6 +565,7 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 	case ST_NAME:
 		if (c == ' ') {
 			put(p, '\0');
+			p->id = !p->full && strcasecmp((const char *)p->buf + p->name_off, "ID") == 0;
 			p->state = ST_TOKEN;
 			return IMAP_PARSE_MORE;
 		}
@@ -498,14 +601,12 @@ static enum imap_parse_status line_byte(struct imap_parser *p, uint8_t c)
 		}
 		if (c == '\0')
 			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid quoted string");
-		put(p, c);
-		return IMAP_PARSE_MORE;
+		return string_put(p, c);
 	case ST_QUOTED_ESC:
 		if (c != '"' && c != '\\')
 			return fail(p, c, IMAP_ERR_SYNTAX, "Invalid quoted string");
-		put(p, c);
 		p->state = ST_QUOTED;
-		return IMAP_PARSE_MORE;
+		return string_put(p, c);
 	case ST_LIT_OPEN:
 	case ST_LIT_DIGITS:
 		if (is_digit(c)) {
@@ -606,10 +707,8 @@ static enum imap_parse_status step(struct imap_parser *p, uint8_t c, struct imap
 	bool was_cr = p->cr;
 	enum imap_parse_status st;
 
-	if (p->state == ST_DISCARD) {
-		discard_byte(p, c);
-		return IMAP_PARSE_MORE;
-	}
+	if (p->state == ST_DISCARD)
+		return discard_byte(p, c);
 	p->cr = false;
 	p->line_len++;
 	p->total++;
@@ -621,9 +720,9 @@ static enum imap_parse_status step(struct imap_parser *p, uint8_t c, struct imap
 	}
 	/* Checked on every byte so that an endless line is refused before its
 	 * end, which may never come. */
-	if (p->line_len > p->lim.max_line)
+	if (p->line_len > line_max(p))
 		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, "Line too long");
-	if (p->total > p->lim.max_total)
+	if (p->total > total_max(p))
 		return fail(p, c, IMAP_ERR_LINE_TOO_LONG, "Command too long");
 	if (was_cr && c != '\n')
 		return fail(p, c, IMAP_ERR_SYNTAX, "CR not followed by LF");
@@ -648,9 +747,9 @@ struct imap_parser *imap_parser_new(const struct imap_parser_limits *lim)
 	size_t need;
 
 	/* A raw line is bounded by max_total too, so it fits as well. */
-	if (lim->max_total > SIZE_MAX - BUF_OVERHEAD - sizeof *p)
+	if (lim->max_total > SIZE_MAX - BUF_OVERHEAD - ID_STORED_MAX - sizeof *p)
 		return NULL;
-	need = lim->max_total + BUF_OVERHEAD;
+	need = (lim->max_total > ID_STORED_MAX ? lim->max_total : ID_STORED_MAX) + BUF_OVERHEAD;
 	p = calloc(1, sizeof *p + need);
 	if (p == NULL)
 		return NULL;
@@ -701,6 +800,7 @@ enum imap_parse_status imap_parser_feed(struct imap_parser *p, const uint8_t *da
 				/* The rejected command's line goes on after its literal. */
 				p->state = ST_DISCARD;
 				p->cr = false;
+				p->line_len = 0;
 				tail_reset(p);
 			}
 			continue;

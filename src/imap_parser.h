@@ -4,7 +4,10 @@
  *
  * It does no I/O and keeps its state between calls, so input may arrive one
  * byte at a time. It never echoes or keeps more than its limits allow. It
- * knows nothing about what commands mean.
+ * knows nothing about what commands mean, but for the size bounds of ID
+ * (RFC 2971 section 3.3), which must be applied while its line comes in:
+ * ID's strings and pairs are bounded, not its line, which may be longer
+ * than max_line.
  */
 #ifndef IMAPGATE_IMAP_PARSER_H
 #define IMAPGATE_IMAP_PARSER_H
@@ -16,6 +19,20 @@
 #define IMAP_TAG_MAX 64   /* longest tag accepted */
 #define IMAP_MAX_ARGS 64  /* tokens per command, list markers included */
 #define IMAP_MAX_DEPTH 8  /* nesting of ( ) */
+
+/* RFC 2971 section 3.3: field strings at most 30 octets, values at most
+ * 1024, at most 30 field-value pairs. */
+#define IMAP_ID_FIELD_MAX 30
+#define IMAP_ID_VALUE_MAX 1024
+#define IMAP_ID_PAIRS_MAX 30
+/* The longest ID that keeps to those bounds, on the wire: every string
+ * quoted with every octet escaped, one SP between tokens, tag and CRLF.
+ * Its lines and literals together are bounded by this (or max_total if
+ * larger); a literal form of a string is always shorter than this one. */
+#define IMAP_ID_WIRE_MAX                                                                        \
+	(IMAP_TAG_MAX + sizeof(" ID (") +                                                       \
+	 IMAP_ID_PAIRS_MAX * (2 + (2 + 2 * IMAP_ID_FIELD_MAX) + (2 + 2 * IMAP_ID_VALUE_MAX)) + \
+	 sizeof(")\r\n"))
 
 struct imap_parser_limits {
 	size_t max_line;    /* bytes of one line, CRLF included (e.g. 8192) */
@@ -64,6 +81,7 @@ enum imap_parse_error {
 	IMAP_ERR_LITERAL_TOO_BIG, /* literal over max_literal/max_total; no '+' sent */
 	IMAP_ERR_LINE_TOO_LONG,   /* line over max_line: the caller should close */
 	IMAP_ERR_TOO_MANY_ARGS,
+	IMAP_ERR_ID_LIMIT,        /* an ID string or the pair count over RFC 2971's bounds */
 };
 
 struct imap_parser;
@@ -88,6 +106,9 @@ void imap_parser_free(struct imap_parser **p);
  *             (including a non-synchronising literal it announced, which
  *             is drained, never run) and goes on with the next one.
  * After LINE_TOO_LONG the parser is in discard state until the next line end.
+ * LINE_TOO_LONG is also the result when a rejected command, while it is
+ * discarded, goes over the bounds it would have had (its line, or its lines
+ * and literals together): the caller closes, as nothing there can be valid.
  */
 enum imap_parse_status imap_parser_feed(struct imap_parser *p, const uint8_t *data, size_t len,
                                         size_t *consumed, struct imap_command *cmd);

@@ -15,13 +15,11 @@
 
 #include "admin.h"
 #include "log.h"
+#include "preauth_decode.h"
 #include "server.h"
 #include "session.h"
 #include "stats.h"
 #include "version.h"
-
-#define USER_MAX 1024
-#define ID_PAIRS_MAX 30
 
 enum { SASL_PLAIN = 1, SASL_LOGIN = 2 };
 
@@ -80,11 +78,6 @@ void preauth_greeting(struct session *s)
 	session_reply(s, "* OK [CAPABILITY %s] imapgate ready.", caps);
 }
 
-static bool is_string(const struct imap_arg *a)
-{
-	return a->type == IMAP_ARG_ATOM || a->type == IMAP_ARG_QUOTED || a->type == IMAP_ARG_LITERAL;
-}
-
 static char *dup_bytes(const char *p, size_t n)
 {
 	char *d = malloc(n + 1);
@@ -125,7 +118,7 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
                         const char *pass, size_t plen)
 {
 	free_credentials(s);
-	if (ulen == 0 || ulen > USER_MAX) {
+	if (ulen == 0 || ulen > PREAUTH_USER_MAX) {
 		session_reply(s, "%s NO [AUTHENTICATIONFAILED] Invalid username", tag);
 		return;
 	}
@@ -153,64 +146,11 @@ static void begin_login(struct session *s, const char *tag, const char *user, si
 	session_start_login(s);
 }
 
-/* Append text to out as an IMAP quoted string; false if it cannot be one. */
-static bool append_quoted(char *out, size_t outsz, size_t *o, const char *p, size_t n)
-{
-	if (*o + 2 * n + 3 >= outsz)
-		return false;
-	out[(*o)++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
-			return false;
-		if (p[i] == '"' || p[i] == '\\')
-			out[(*o)++] = '\\';
-		out[(*o)++] = p[i];
-	}
-	out[(*o)++] = '"';
-	out[*o] = '\0';
-	return true;
-}
-
-/* Append ' "key" "value"' (or NIL for a NULL value) to a field list. */
-static bool append_id_pair(char *out, size_t outsz, size_t *o, const struct imap_arg *k, const struct imap_arg *v)
-{
-	if (*o + 6 >= outsz)
-		return false;
-	if (*o)
-		out[(*o)++] = ' ';
-	if (!append_quoted(out, outsz - 5, o, k->data, k->len))
-		return false;
-	out[(*o)++] = ' ';
-	if (v == NULL) {
-		memcpy(out + *o, "NIL", 4);
-		*o += 3;
-		return true;
-	}
-	return append_quoted(out, outsz, o, v->data, v->len);
-}
-
-/* ID fields a backend (Dovecot) believes when they come from a trusted
- * network: from anyone but trusted_webmail they are dropped, never passed on. */
-static bool id_key_is_address(const char *k, size_t n)
-{
-	static const char *const prefixes[] = { "x-originating-", "x-connected-", "x-forward-", "x-proxy-ttl",
-		                                    "x-session-id", "x-session-ext-id" };
-
-	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-		size_t pl = strlen(prefixes[i]);
-
-		if (n >= pl && strncasecmp(k, prefixes[i], pl) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* x-originating-ip/port from a trusted webmail host: the real client. */
-static void id_take_origin(struct session *s, const struct imap_arg *k, const struct imap_arg *v)
+static void id_take_origin(struct session *s, const struct preauth_id *id)
 {
-	if (v->type == IMAP_ARG_ATOM && strcasecmp(v->data, "NIL") == 0)
-		return;
-	if (k->len == 16 && strncasecmp(k->data, "x-originating-ip", 16) == 0) {
+	if (id->origin_ip) {
+		const struct imap_arg *v = id->origin_ip;
 		struct cidr c;
 		const char *why;
 
@@ -223,9 +163,10 @@ static void id_take_origin(struct session *s, const struct imap_arg *k, const st
 			log_info("event=id_ignored session=%llu client=%s:%u reason=bad_originating_ip value=%s",
 			         (unsigned long long)s->id, s->peer_ip, s->peer_port, clean);
 		}
-	} else if (k->len == 18 && strncasecmp(k->data, "x-originating-port", 18) == 0) {
+	}
+	if (id->origin_port) {
 		char *end;
-		unsigned long port = strtoul(v->data, &end, 10);
+		unsigned long port = strtoul(id->origin_port->data, &end, 10);
 
 		if (*end == '\0' && port > 0 && port < 65536)
 			s->origin_port = (unsigned)port;
@@ -235,108 +176,43 @@ static void id_take_origin(struct session *s, const struct imap_arg *k, const st
 /* ID (RFC 2971): keep the client's fields for the backend, answer with ours. */
 static void cmd_id(struct session *s, const struct imap_command *cmd)
 {
-	char list[8192];
-	size_t o = 0, n = cmd->n_args;
-	const struct imap_arg *a = cmd->args;
 	bool trusted = cidr_list_match(&srv.cfg->trusted_webmail, (struct sockaddr *)&s->peer);
-	bool ignored = false;
+	struct preauth_id id;
+	const char *err = preauth_decode_id(cmd, trusted, srv.cfg->forward_client_address, &id);
 
-	if (n == 1 && a[0].type == IMAP_ARG_ATOM && strcasecmp(a[0].data, "NIL") == 0) {
-		o = 0;
-	} else {
-		if (n < 2 || a[0].type != IMAP_ARG_LIST_START || a[n - 1].type != IMAP_ARG_LIST_END ||
-		    (n - 2) % 2 != 0 || (n - 2) / 2 > ID_PAIRS_MAX) {
-			session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
-			return;
-		}
-		for (size_t i = 1; i + 1 < n; i += 2) {
-			const struct imap_arg *k = &a[i], *v = &a[i + 1];
-			bool vnil = v->type == IMAP_ARG_ATOM && strcasecmp(v->data, "NIL") == 0;
-
-			if (!is_string(k) || !is_string(v) || k->len == 0 || k->len > 30 || v->len > 1024 ||
-			    (k->type == IMAP_ARG_ATOM && strcasecmp(k->data, "NIL") == 0)) {
-				session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
-				return;
-			}
-			if (id_key_is_address(k->data, k->len)) {
-				if (!trusted) {
-					ignored = true;
-					continue;
-				}
-				/* The origin travels in our own fields (forward_client_address)
-				 * or, without it, as the webmail sent it. */
-				id_take_origin(s, k, v);
-				if (srv.cfg->forward_client_address && strncasecmp(k->data, "x-originating-", 14) == 0)
-					continue;
-			}
-			if (!append_id_pair(list, sizeof(list), &o, k, vnil ? NULL : v)) {
-				session_reply(s, "%s BAD Invalid ID arguments", cmd->tag);
-				return;
-			}
-		}
+	if (err) {
+		session_reply(s, "%s BAD %s", cmd->tag, err);
+		return;
 	}
-	if (ignored)
+	id_take_origin(s, &id);
+	if (id.ignored)
 		log_info("event=id_ignored session=%llu client=%s:%u reason=untrusted_address_fields",
 		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
 	free(s->id_fields);
-	s->id_fields = o ? dup_bytes(list, o) : NULL;
+	s->id_fields = id.fields;
 	session_reply(s, "* ID (\"name\" \"imapgate\" \"version\" \"%s\")", IMAPGATE_VERSION);
 	session_reply(s, "%s OK Completed", cmd->tag);
 }
 
 static void cmd_login(struct session *s, const struct imap_command *cmd)
 {
-	if (cmd->n_args != 2 || !is_string(&cmd->args[0]) || !is_string(&cmd->args[1])) {
+	const struct imap_arg *user, *pass;
+
+	if (!preauth_decode_login(cmd, &user, &pass)) {
 		session_reply(s, "%s BAD Missing required argument to Login", cmd->tag);
 		s->bad_commands++;
 		return;
 	}
-	begin_login(s, cmd->tag, cmd->args[0].data, cmd->args[0].len, cmd->args[1].data, cmd->args[1].len);
-}
-
-/* Strict base64 (RFC 4648, padding required). Returns length or -1. */
-static long b64_decode(const char *in, size_t n, char *out, size_t outsz)
-{
-	static const char *alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t o = 0;
-
-	if (n % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < n; i += 4) {
-		unsigned v = 0, pad = 0;
-
-		for (size_t j = 0; j < 4; j++) {
-			const char *c = in[i + j] ? strchr(alpha, in[i + j]) : NULL;
-
-			if (in[i + j] == '=' && i + 4 == n && j >= 2) {
-				pad++;
-				v <<= 6;
-				continue;
-			}
-			if (c == NULL || pad)
-				return -1;
-			v = (v << 6) | (unsigned)(c - alpha);
-		}
-		if (o + 3 - pad > outsz)
-			return -1;
-		out[o++] = (char)(v >> 16);
-		if (pad < 2)
-			out[o++] = (char)(v >> 8);
-		if (pad < 1)
-			out[o++] = (char)v;
-	}
-	return (long)o;
+	begin_login(s, cmd->tag, user->data, user->len, pass->data, pass->len);
 }
 
 /* One SASL response (IR or line) for the mechanism in progress. */
 static void sasl_step(struct session *s, const char *data, size_t len)
 {
-	char dec[8192];
+	char dec[PREAUTH_SASL_MAX];
 	long n;
 
-	if (len == 1 && data[0] == '=')
-		n = 0; /* empty initial response */
-	else if ((n = b64_decode(data, len, dec, sizeof(dec))) < 0) {
+	if ((n = preauth_sasl_response(data, len, dec, sizeof(dec))) < 0) {
 		explicit_bzero(dec, sizeof(dec)); /* groups decoded before the bad one */
 		s->state = SS_PREAUTH;
 		session_reply(s, "%s BAD Invalid base64 data", s->tag);
@@ -345,22 +221,21 @@ static void sasl_step(struct session *s, const char *data, size_t len)
 		return;
 	}
 	if (s->sasl_mech == SASL_PLAIN) {
-		/* authzid NUL authcid NUL passwd */
-		char *z1 = memchr(dec, '\0', (size_t)n);
-		char *z2 = z1 ? memchr(z1 + 1, '\0', (size_t)(dec + n - z1 - 1)) : NULL;
+		const char *user, *pass;
+		size_t ulen, plen;
+		enum preauth_plain r = preauth_sasl_plain(dec, (size_t)n, &user, &ulen, &pass, &plen);
 
 		s->state = SS_PREAUTH;
-		if (z2 == NULL) {
+		if (r == PREAUTH_PLAIN_MALFORMED) {
 			session_reply(s, "%s BAD Invalid PLAIN response", s->tag);
 			s->bad_commands++;
-		} else if (z1 != dec && ((size_t)(z1 - dec) != (size_t)(z2 - z1 - 1) ||
-		                         memcmp(dec, z1 + 1, (size_t)(z1 - dec)) != 0)) {
+		} else if (r == PREAUTH_PLAIN_AUTHZID) {
 			session_reply(s, "%s NO [AUTHENTICATIONFAILED] Authorization identity not supported", s->tag);
 		} else {
 			char tag[IMAP_TAG_MAX + 1];
 
 			memcpy(tag, s->tag, sizeof(tag));
-			begin_login(s, tag, z1 + 1, (size_t)(z2 - z1 - 1), z2 + 1, (size_t)(dec + n - z2 - 1));
+			begin_login(s, tag, user, ulen, pass, plen);
 		}
 	} else if (s->sasl_step == 0) {
 		free_credentials(s);

@@ -688,9 +688,11 @@ static void preauth_process(struct session *s)
 		case IMAP_PARSE_ERROR:
 			err = imap_parser_error(s->parser, &tag, &msg);
 			if (err == IMAP_ERR_LINE_TOO_LONG) {
-				log_info("event=protocol_error session=%llu client=%s:%u reason=line_too_long",
-				         (unsigned long long)s->id, s->peer_ip, s->peer_port);
-				session_bye(s, "Line too long", "line_too_long");
+				/* Over every bound a command may have (an ID's included):
+				 * nothing more of it can be valid, so it is not read. */
+				log_info("event=protocol_error session=%llu client=%s:%u reason=line_too_long detail=\"%s\"",
+				         (unsigned long long)s->id, s->peer_ip, s->peer_port, msg ? msg : "Line too long");
+				session_bye(s, msg ? msg : "Line too long", "line_too_long");
 				return;
 			}
 			if (s->state == SS_SASL) {

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from harness import wait_for
+
 
 def tagged(lines, tag):
     t = tag.encode() + b" "
@@ -227,3 +229,116 @@ def test_many_short_commands_in_one_packet(gate):
     c.send(b"".join(b"n%d NOOP\r\n" % i for i in range(50)))
     lines = c.read_tagged("n49")
     assert [ln for ln in lines if re.match(rb"^n\d+ ", ln)] == [b"n%d OK Completed\r\n" % i for i in range(50)]
+
+
+# RFC 2971 section 3.3: fields at most 30 octets, values at most 1024, at
+# most 30 pairs. Dovecot's imaptest "id" test sends exactly that before
+# login (about 32 KB on one line, four times max_line_length).
+ID_FIELD_MAX, ID_VALUE_MAX, ID_PAIRS_MAX = 30, 1024, 30
+
+
+def _id_pairs(n_pairs, field_len=ID_FIELD_MAX, value_len=ID_VALUE_MAX, salt=""):
+    """[(field, value)], each field unique, each value recognisable."""
+    pairs = []
+    for i in range(n_pairs):
+        field = ("f%02d-" % i).ljust(field_len, "k")
+        value = ("v%02d:%s:" % (i, salt) + "0123456789abcdef" * (value_len // 16 + 1))[:value_len]
+        pairs.append((field, value))
+    return pairs
+
+
+def _send_id(c, tag, pairs, forms=("quoted",)):
+    """Send ID with each string in the next form: quoted, sync ({n}, waiting
+    for the '+') or nonsync ({n+}). Returns the lines up to the tagged reply."""
+    strings = [s for p in pairs for s in p]
+    out = b"%s ID (" % tag.encode()
+    for i, s in enumerate(strings):
+        form = forms[i % len(forms)]
+        sep = b" " if i else b""
+        if form == "quoted":
+            out += sep + b'"' + s.encode() + b'"'
+        elif form == "nonsync":
+            out += sep + b"{%d+}\r\n" % len(s) + s.encode()
+        else:
+            c.send(out + sep + b"{%d}\r\n" % len(s))
+            assert c.read_line().startswith(b"+ ")
+            out = s.encode()
+    c.send(out + b")\r\n")
+    return c.read_tagged(tag)
+
+
+@pytest.mark.parametrize("forms", [("quoted",), ("sync", "nonsync", "quoted")], ids=["quoted", "literals"])
+def test_id_rfc_maxima_accepted_and_forwarded(gate, dovecot, fresh_user, forms):
+    user, pw = fresh_user
+    pairs = _id_pairs(ID_PAIRS_MAX, salt=user)
+    c = gate.connect_greeted()
+    lines = _send_id(c, "i", pairs, forms)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(b"* ID ("), lines
+    assert lines[1] == b"i OK Completed\r\n"
+    assert c.command("a", "LOGIN %s %s" % (user, pw))[-1].startswith(b"a OK ")
+    dovecot.wait_logins(user, 1)
+    # Dovecot (imap_id_log = *) logs the ID it got, each value cut at 80
+    # octets: every pair arrived, in order.
+    sent = "ID sent: " + ", ".join("%s=%s" % (f, v[:60]) for f, v in pairs[:1])
+    wait_for(lambda: sent in dovecot.info_log_text(), 5, what="Dovecot's ID log line")
+    (line,) = [ln for ln in dovecot.info_log_text().splitlines() if sent in ln]
+    pos = [line.find("%s=%s" % (f, v[:60])) for f, v in pairs]
+    assert -1 not in pos and pos == sorted(pos), pos
+    assert c.command("s", "SELECT INBOX")[-1].startswith(b"s OK ")
+
+
+@pytest.mark.parametrize(
+    "pairs, text",
+    [
+        (_id_pairs(ID_PAIRS_MAX + 1), b"Too many ID fields"),
+        (_id_pairs(ID_PAIRS_MAX + 1, 8, 8), b"Too many ID fields"),
+        (_id_pairs(2, value_len=ID_VALUE_MAX + 1), b"ID value too long"),
+        (_id_pairs(2, field_len=ID_FIELD_MAX + 1), b"ID field name too long"),
+    ],
+    ids=["31_pairs", "31_short_pairs", "1025_octet_value", "31_octet_field"],
+)
+def test_id_over_rfc_maxima_is_bad_not_fatal(gate, pairs, text):
+    c = gate.connect_greeted()
+    lines = _send_id(c, "i", pairs)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(b"i BAD " + text), lines
+    assert b"RFC 2971" in lines[0]
+    assert c.command("n", "NOOP") == [b"n OK Completed\r\n"]
+
+
+def test_id_value_literal_over_maximum_gets_no_continuation(gate):
+    c = gate.connect_greeted()
+    c.send(b'i ID ("name" {1025}\r\n')
+    line = c.read_line()
+    assert line.startswith(b"i BAD ID value too long"), line
+    assert c.command("n", "NOOP") == [b"n OK Completed\r\n"]
+
+
+def test_endless_line_closed_before_auth_timeout(make_gate):
+    # An invalid tag, then 1 MiB without CRLF: once over every bound a
+    # command line may have, the session ends (not at auth_timeout).
+    g = make_gate(auth_timeout=600)
+    mark = g.log_mark()
+    c = g.connect_greeted()
+    t0 = time.monotonic()
+    chunk = b"x" * 65536
+    for _ in range(16):
+        try:
+            c.send(chunk)
+        except OSError:
+            break  # closed while we were still writing
+    data = c.expect_closed(timeout=5)
+    assert time.monotonic() - t0 < 5
+    assert data == b"* BAD Invalid tag\r\n* BYE Line too long\r\n", data[:200]
+    g.wait_log(r"event=protocol_error .*reason=line_too_long", since=mark)
+
+
+def test_endless_id_line_closed(make_gate):
+    # An ID is bounded by RFC 2971's maxima, not max_line_length: a line
+    # that goes on past them is closed too.
+    g = make_gate(auth_timeout=600)
+    c = g.connect_greeted()
+    _send_ignoring_close(c, b"i ID (" + b" " * (1 << 20))
+    data = c.expect_closed(timeout=5)
+    assert data == b"* BYE Line too long\r\n", data[:200]

@@ -76,6 +76,8 @@ static const char *err_name(enum imap_parse_error e)
 		return "LINE_TOO_LONG";
 	case IMAP_ERR_TOO_MANY_ARGS:
 		return "TOO_MANY_ARGS";
+	case IMAP_ERR_ID_LIMIT:
+		return "ID_LIMIT";
 	}
 	return "?";
 }
@@ -338,6 +340,208 @@ static void test_id_list_nil(void **state)
 	CHECK("a ID (\"name\" NIL \"os\" {5}\r\nLinux)\r\n", "LIT 5",
 	      "CMD a ID ( Q:name A:NIL Q:os L:Linux )");
 	CHECK("a ID ( \"a\" \"b\" )\r\n", "CMD a ID ( Q:a Q:b )");
+}
+
+/* ---- ID: RFC 2971's bounds, not max_line ---- */
+
+enum id_form { ID_QUOTED, ID_ESCAPED, ID_SYNC, ID_NONSYNC, ID_ATOM };
+
+/* One ID string of n octets in the given form, on the wire (in) and as
+ * rendered (expect); a sync literal's "LIT n" result goes to lits. */
+static void id_string(struct sbuf *in, struct sbuf *expect, struct sbuf *lits, enum id_form f, char fill,
+                      size_t n)
+{
+	char hdr[32];
+
+	sb_putc(in, ' ');
+	sb_putc(expect, ' ');
+	switch (f) {
+	case ID_QUOTED:
+	case ID_ESCAPED:
+		sb_putc(in, '"');
+		for (size_t i = 0; i < n; i++) {
+			if (f == ID_ESCAPED)
+				sb_putc(in, '\\');
+			sb_putc(in, f == ID_ESCAPED ? '"' : fill);
+		}
+		sb_putc(in, '"');
+		sb_puts(expect, "Q:");
+		break;
+	case ID_SYNC:
+	case ID_NONSYNC:
+		snprintf(hdr, sizeof hdr, "{%zu%s}\r\n", n, f == ID_NONSYNC ? "+" : "");
+		sb_puts(in, hdr);
+		for (size_t i = 0; i < n; i++)
+			sb_putc(in, fill);
+		sb_puts(expect, "L:");
+		if (f == ID_SYNC) {
+			snprintf(hdr, sizeof hdr, "LIT %zu", n);
+			sb_puts(lits, hdr);
+			sb_putc(lits, '\n');
+		}
+		break;
+	case ID_ATOM:
+		for (size_t i = 0; i < n; i++)
+			sb_putc(in, fill);
+		sb_puts(expect, "A:");
+		break;
+	}
+	for (size_t i = 0; i < n; i++)
+		sb_putc(expect, f == ID_ESCAPED ? '"' : fill);
+}
+
+/* "a ID (" pairs ")" CRLF "b NOOP" CRLF, and what it must give. */
+static void check_id(const struct imap_parser_limits *lim, size_t pairs, size_t field_len, size_t value_len,
+                     const enum id_form *forms, size_t n_forms, const char *error)
+{
+	struct sbuf in = {0}, expect = {0}, lits = {0};
+	const char *res[128];
+	size_t n = 0;
+	char *l, *next;
+
+	sb_puts(&in, "a ID (");
+	sb_puts(&expect, "CMD a ID (");
+	for (size_t i = 0; i < pairs; i++) {
+		id_string(&in, &expect, &lits, forms[(2 * i) % n_forms], (char)('a' + i % 26), field_len);
+		id_string(&in, &expect, &lits, forms[(2 * i + 1) % n_forms], (char)('A' + i % 26), value_len);
+	}
+	sb_puts(&in, ")\r\nb NOOP\r\n");
+	sb_puts(&expect, " )");
+	for (l = lits.s; error == NULL && l != NULL && *l; l = next) {
+		next = strchr(l, '\n');
+		*next++ = '\0';
+		res[n++] = l;
+	}
+	res[n++] = error ? error : expect.s;
+	res[n++] = "CMD b NOOP";
+	res[n] = NULL;
+	check_input(lim, (const uint8_t *)in.s, in.len, res);
+	free(in.s);
+	free(expect.s);
+	free(lits.s);
+}
+
+static void test_id_rfc_maxima(void **state)
+{
+	static const enum id_form quoted[] = {ID_QUOTED}, escaped[] = {ID_ESCAPED},
+	                          mixed[] = {ID_ATOM, ID_SYNC, ID_QUOTED, ID_NONSYNC, ID_ESCAPED};
+	static const struct imap_parser_limits small = {.max_line = 512, .max_literal = 8192, .max_total = 1024};
+
+	(void)state;
+	/* 30 pairs, 30-octet fields, 1024-octet values: about 32 KB on one
+	 * line, far over max_line, and accepted as it is. */
+	check_id(&def_lim, IMAP_ID_PAIRS_MAX, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, quoted, 1, NULL);
+	/* Every octet escaped: twice as long on the wire. */
+	check_id(&def_lim, IMAP_ID_PAIRS_MAX, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, escaped, 1, NULL);
+	/* Atoms, literals {n} and {n+}, quoted strings, mixed. */
+	check_id(&def_lim, IMAP_ID_PAIRS_MAX, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, mixed, 5, NULL);
+	/* The smallest limits the configuration allows do not shrink it. */
+	check_id(&small, IMAP_ID_PAIRS_MAX, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, escaped, 1, NULL);
+	check_id(&small, IMAP_ID_PAIRS_MAX, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, mixed, 5, NULL);
+}
+
+static void test_id_over_rfc_maxima(void **state)
+{
+	static const enum id_form quoted[] = {ID_QUOTED}, atom[] = {ID_ATOM}, escaped[] = {ID_ESCAPED},
+	                          nonsync[] = {ID_NONSYNC};
+
+	(void)state;
+	/* One pair, one octet too many: a tagged error, then the next command. */
+	check_id(&def_lim, IMAP_ID_PAIRS_MAX + 1, 4, 8, quoted, 1, "ERR ID_LIMIT a");
+	check_id(&def_lim, IMAP_ID_PAIRS_MAX + 1, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX, quoted, 1,
+	         "ERR ID_LIMIT a");
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX + 1, quoted, 1, "ERR ID_LIMIT a");
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX + 1, atom, 1, "ERR ID_LIMIT a");
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX + 1, escaped, 1, "ERR ID_LIMIT a");
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX + 1, 8, quoted, 1, "ERR ID_LIMIT a");
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX + 1, 8, escaped, 1, "ERR ID_LIMIT a");
+	/* A literal over the bound is refused at its header: {n+} is drained,
+	 * {n} gets no '+' (so the client sends none of it). */
+	check_id(&def_lim, 2, IMAP_ID_FIELD_MAX, IMAP_ID_VALUE_MAX + 1, nonsync, 1, "ERR ID_LIMIT a");
+	CHECK("a ID (\"name\" {1025}\r\nb NOOP\r\n", "ERR ID_LIMIT a", "CMD b NOOP");
+	CHECK("a ID ({31}\r\nb NOOP\r\n", "ERR ID_LIMIT a", "CMD b NOOP");
+	CHECK("a ID (\"name\" {1024}\r\n", "LIT 1024");
+	/* Other commands keep max_line and max_literal. */
+	CHECK_LIM(&((struct imap_parser_limits){.max_line = 32, .max_literal = 64, .max_total = 128}),
+	          "a IDX (\"name\" \"0123456789012345678901234\")\r\nb NOOP\r\n", "ERR LINE_TOO_LONG a",
+	          "CMD b NOOP");
+}
+
+static void test_id_error_messages(void **state)
+{
+	static const struct {
+		const char *in, *msg;
+	} cases[] = {
+		{"a ID (\"0123456789012345678901234567890\" \"v\")\r\n",
+		 "ID field name too long (RFC 2971: at most 30 octets)"},
+		{"a id (f {1025+}\r\n", "ID value too long (RFC 2971: at most 1024 octets)"},
+		{"a ID (1 1 2 2 3 3 4 4 5 5 6 6 7 7 8 8 9 9 10 10 11 11 12 12 13 13 14 14 15 15 16 16 17 17 "
+		 "18 18 19 19 20 20 21 21 22 22 23 23 24 24 25 25 26 26 27 27 28 28 29 29 30 30 31 31)\r\n",
+		 "Too many ID fields (RFC 2971: at most 30 pairs)"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct imap_parser *p = imap_parser_new(&def_lim);
+		struct imap_command cmd;
+		const char *tag, *msg;
+		size_t used;
+
+		assert_int_equal(imap_parser_feed(p, (const uint8_t *)cases[i].in, strlen(cases[i].in), &used, &cmd),
+		                 IMAP_PARSE_ERROR);
+		assert_int_equal(imap_parser_error(p, &tag, &msg), IMAP_ERR_ID_LIMIT);
+		assert_string_equal(tag, "a");
+		assert_string_equal(msg, cases[i].msg);
+		imap_parser_free(&p);
+	}
+}
+
+/* A rejected command is bounded while it is discarded as it would have
+ * been: an endless line is not read until auth_timeout. */
+static void test_discard_bounded(void **state)
+{
+	const struct imap_parser_limits lim = {.max_line = 32, .max_literal = 16, .max_total = 64};
+	struct imap_parser *p = imap_parser_new(&def_lim);
+	struct imap_command cmd;
+	const char *tag, *msg;
+	uint8_t *big = malloc(1 << 20);
+	size_t used, pos;
+
+	(void)state;
+	assert_non_null(big);
+	/* An invalid tag, then over max_line: the second error ends it. */
+	CHECK_LIM(&lim, "***xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	          "ERR BAD_TAG -", "ERR LINE_TOO_LONG -");
+	CHECK_LIM(&lim, "a X \x01xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	          "ERR SYNTAX a", "ERR LINE_TOO_LONG a");
+	/* Exactly max_line is still only discarded. */
+	CHECK_LIM(&lim, "***xxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nb NOOP\r\n", "ERR BAD_TAG -", "CMD b NOOP");
+	/* Lines and drained literals together: bounded by max_total. */
+	CHECK_LIM(&lim, "a X \x01 {20+}\r\n01234567890123456789 {24+}\r\n012345678901234567890123\r\nb NOOP\r\n",
+	          "ERR SYNTAX a", "ERR LINE_TOO_LONG a", "CMD b NOOP");
+	CHECK_LIM(&lim, "a X \x01 {20+}\r\n01234567890123456789 {10+}\r\n0123456789\r\nb NOOP\r\n", "ERR SYNTAX a",
+	          "CMD b NOOP");
+	/* A literal no command could hold is not drained. */
+	CHECK("a LOGIN {18446744073709551615+}\r\nb NOOP\r\n", "ERR LINE_TOO_LONG a");
+	/* An ID line is bounded by its RFC 2971 maximum. */
+	memset(big, ' ', 1 << 20);
+	memcpy(big, "a ID (", 6);
+	assert_int_equal(imap_parser_feed(p, big, 1 << 20, &used, &cmd), IMAP_PARSE_ERROR);
+	assert_int_equal(used, IMAP_ID_WIRE_MAX + 1);
+	assert_int_equal(imap_parser_error(p, &tag, &msg), IMAP_ERR_LINE_TOO_LONG);
+	imap_parser_reset(p);
+	/* 1 MiB without a line end, from an invalid tag: refused after max_line. */
+	memset(big, 'x', 1 << 20);
+	assert_int_equal(imap_parser_feed(p, big, 1 << 20, &used, &cmd), IMAP_PARSE_ERROR);
+	assert_int_equal(imap_parser_error(p, &tag, &msg), IMAP_ERR_BAD_TAG);
+	pos = used;
+	assert_int_equal(imap_parser_feed(p, big + pos, (1 << 20) - pos, &used, &cmd), IMAP_PARSE_ERROR);
+	assert_int_equal(pos + used, def_lim.max_line + 1);
+	assert_int_equal(imap_parser_error(p, &tag, &msg), IMAP_ERR_LINE_TOO_LONG);
+	assert_null(tag);
+	assert_string_equal(msg, "Line too long");
+	imap_parser_free(&p);
+	free(big);
 }
 
 static void test_lists_nested(void **state)
@@ -657,13 +861,17 @@ static void test_literal_too_big_nonsync_drained(void **state)
 	CHECK_LIM(&lim, "a LOGIN {20+}\r\nx LOGOUT\r\nx LOGOUT\r\n\r\nb NOOP\r\n",
 	          "ERR LITERAL_TOO_BIG a", "CMD b NOOP");
 	/* The rest of the command after the literal, another literal included. */
-	CHECK_LIM(&lim, "a LOGIN {17+}\r\nx LOGOUT\r\nx LOGOUT {10+}\r\ny LOGOUT\r\n\r\nb NOOP\r\n",
+	CHECK_LIM(&lim, "a LOGIN {17+}\r\nx LOGOUT\r\nx LOGOUT {5+}\r\ny LOG\r\n\r\nb NOOP\r\n",
 	          "ERR LITERAL_TOO_BIG a", "CMD b NOOP");
+	/* ... as long as the whole stays within max_total: then the caller
+	 * is told to close (LINE_TOO_LONG), what follows is still skipped. */
+	CHECK_LIM(&lim, "a LOGIN {17+}\r\nx LOGOUT\r\nx LOGOUT {10+}\r\ny LOGOUT\r\n\r\nb NOOP\r\n",
+	          "ERR LITERAL_TOO_BIG a", "ERR LINE_TOO_LONG a", "CMD b NOOP");
 	/* A synchronising literal in the rest ends it: the client waits. */
 	CHECK_LIM(&lim, "a LOGIN {17+}\r\n0123456789abcdef! {3}\r\nb NOOP\r\n",
 	          "ERR LITERAL_TOO_BIG a", "CMD b NOOP");
-	/* Big but representable: drained for as long as the client sends. */
-	CHECK("a LOGIN {18446744073709551615+}\r\nb NOOP\r\nc NOOP\r\n", "ERR LITERAL_TOO_BIG a");
+	/* Big but representable: over any bound, so the caller closes. */
+	CHECK("a LOGIN {18446744073709551615+}\r\nb NOOP\r\nc NOOP\r\n", "ERR LINE_TOO_LONG a");
 	CHECK("a LOGIN {8193+}\r\nb NOOP\r\n", "ERR LITERAL_TOO_BIG a");
 }
 
@@ -901,6 +1109,10 @@ int main(void)
 	    cmocka_unit_test(test_literal8_and_tilde),
 	    cmocka_unit_test(test_literal_nul_and_binary),
 	    cmocka_unit_test(test_id_list_nil),
+	    cmocka_unit_test(test_id_rfc_maxima),
+	    cmocka_unit_test(test_id_over_rfc_maxima),
+	    cmocka_unit_test(test_id_error_messages),
+	    cmocka_unit_test(test_discard_bounded),
 	    cmocka_unit_test(test_lists_nested),
 	    cmocka_unit_test(test_list_patterns_and_atoms),
 	    cmocka_unit_test(test_authenticate_sasl_ir),

@@ -412,8 +412,10 @@ static bool session_make_room(const struct sockaddr *sa, unsigned listen_opts)
 	} else if (ipcount_full(sa, NULL) || session_guard_banned(sa)) {
 		return false;
 	}
-	if (srv.n_sessions < srv.cfg->max_connections)
-		return true; /* ipcount_full closed some */
+	if (srv.n_sessions != srv.cfg->max_connections)
+		/* Below: ipcount_full closed some. Above: a reload lowered the
+		 * limit, and one eviction would not make room. */
+		return srv.n_sessions < srv.cfg->max_connections;
 	while ((s = wait_head) != NULL && !session_waiting(s))
 		wait_unlink(s); /* a state change not yet seen by session_update */
 	if (s == NULL)

@@ -161,3 +161,22 @@ def test_listen_backlog_is_the_system_maximum(gate):
         somaxconn = int(f.read())
     assert listen_backlog(gate.port) == somaxconn
     gate.wait_log(r"event=listen address=127\.0\.0\.1 port=%d backlog=%d$" % (gate.port, somaxconn))
+
+
+def test_waiting_for_a_proxy_header_is_evicted_without_a_word(make_gate):
+    g = make_gate(start=False, max_connections=2, trusted_proxies="127.0.0.1/32")
+    port = g.add_listener("proxy_protocol")
+    g.start()
+    first = RawClient("127.0.0.1", port)
+    g.wait_log(r"event=connect session=1 ")
+    second = RawClient("127.0.0.1", port)
+    g.wait_log(r"event=connect session=2 ")
+    # The balancer's third connection sends its header and is served...
+    third = RawClient("127.0.0.1", port)
+    third.send(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 143\r\n")
+    assert third.read_line().startswith(b"* OK ")
+    # ...the oldest, which never sent one, is closed with nothing said (its
+    # client would not be the one to read it).
+    assert first.expect_closed(timeout=5) == b""
+    g.wait_log(r"event=evicted session=1 client=127\.0\.0\.1:\d+ reason=max_connections age_ms=\d+$")
+    assert second.is_open()

@@ -241,3 +241,22 @@ unsigned addr_port(const struct sockaddr *sa)
 		return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
 	return 0;
 }
+
+void addr_client_key(const struct sockaddr *sa, uint8_t key[ADDR_CLIENT_KEY_LEN])
+{
+	memset(key, 0, ADDR_CLIENT_KEY_LEN);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+
+		if (is_v4mapped(a)) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a, 8);
+		}
+	}
+}

@@ -54,4 +54,13 @@ void addr_format_ip(const struct sockaddr *sa, char *buf, size_t bufsz);
 /* Port number of sa, 0 for other families. */
 unsigned addr_port(const struct sockaddr *sa);
 
+/*
+ * The key that stands for one client in per-client counts: an IPv4 address
+ * whole (v4-mapped v6 counts as v4), an IPv6 address by its /64, the least
+ * one site or host gets, as the guard's default prefix does. Byte 0 is 4, 6,
+ * or 0 for other families (all of which share one key); unused bytes are 0.
+ */
+#define ADDR_CLIENT_KEY_LEN 9
+void addr_client_key(const struct sockaddr *sa, uint8_t key[ADDR_CLIENT_KEY_LEN]);
+
 #endif

@@ -88,9 +88,27 @@ static void listener_accept(struct loop_io *io, unsigned ev)
 	}
 }
 
+/*
+ * The kernel's largest accept queue (net.core.somaxconn; listen() cuts
+ * any larger request down to it): a burst of connects waits there instead
+ * of overflowing a smaller one. Read at start, as the sockets are made.
+ */
+static int listen_backlog(void)
+{
+	FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+	int v = 0;
+
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v > 0 ? v : SOMAXCONN;
+}
+
 static int bind_one(const struct config_listen *spec, const struct addrinfo *ai)
 {
-	int one = 1, fd;
+	int one = 1, fd, backlog = listen_backlog();
 	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
 
 	getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port, sizeof(port),
@@ -105,7 +123,7 @@ static int bind_one(const struct config_listen *spec, const struct addrinfo *ai)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (ai->ai_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 || listen(fd, 511) == -1)
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 || listen(fd, backlog) == -1)
 		goto fail;
 	listeners[n_listeners].io.fd = fd;
 	listeners[n_listeners].io.fn = listener_accept;
@@ -113,7 +131,7 @@ static int bind_one(const struct config_listen *spec, const struct addrinfo *ai)
 	listeners[n_listeners].io.registered = false;
 	listeners[n_listeners].spec = *spec;
 	n_listeners++;
-	log_info("event=listen address=%s port=%s", host, port);
+	log_info("event=listen address=%s port=%s backlog=%d", host, port, backlog);
 	return 0;
 fail:
 	log_err("event=listen_failed address=%s port=%s error=\"%s\"", host, port, strerror(errno));

@@ -12,6 +12,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,74 +37,76 @@
 
 /* --- connections per client address ---------------------------------- */
 
+/* One client address (addr_client_key: IPv4 whole, IPv6 by /64) and its
+ * sessions, so the limit can look for ones already gone. */
 struct ipcount {
 	struct ipcount *next;
-	uint8_t key[17];
+	struct session *members; /* through ip_next/ip_prev */
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	unsigned n;
 };
 
 #define IPCOUNT_BUCKETS 4096
 static struct ipcount *ipcount_tab[IPCOUNT_BUCKETS];
 
-static void ipcount_key(const struct sockaddr *sa, uint8_t key[17])
+static struct ipcount **ipcount_find(const uint8_t key[ADDR_CLIENT_KEY_LEN])
 {
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	struct ipcount **pp = &ipcount_tab[hash_keyed(key, ADDR_CLIENT_KEY_LEN) % IPCOUNT_BUCKETS];
 
-	memset(key, 0, 17);
-	if (sa->sa_family == AF_INET) {
-		key[0] = 4;
-		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-
-		if (memcmp(a, mapped, 12) == 0) {
-			key[0] = 4;
-			memcpy(key + 1, a + 12, 4);
-		} else {
-			key[0] = 6;
-			memcpy(key + 1, a, 16);
-		}
-	}
-}
-
-static struct ipcount **ipcount_find(const uint8_t key[17])
-{
-	struct ipcount **pp = &ipcount_tab[hash_keyed(key, 17) % IPCOUNT_BUCKETS];
-
-	while (*pp && memcmp((*pp)->key, key, 17) != 0)
+	while (*pp && memcmp((*pp)->key, key, ADDR_CLIENT_KEY_LEN) != 0)
 		pp = &(*pp)->next;
 	return pp;
 }
 
-/* Count one more connection; returns the new count, 0 on ENOMEM. */
-static unsigned ipcount_inc(const struct sockaddr *sa)
+/* The entry of sa's address, NULL when it has no session. */
+static struct ipcount *ipcount_lookup(const struct sockaddr *sa)
 {
-	uint8_t key[17];
-	struct ipcount **pp;
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 
-	ipcount_key(sa, key);
+	addr_client_key(sa, key);
+	return *ipcount_find(key);
+}
+
+/* Count s against its peer's address; returns the new count, 0 on ENOMEM. */
+static unsigned ipcount_add(struct session *s)
+{
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
+	struct ipcount **pp, *e;
+
+	addr_client_key((struct sockaddr *)&s->peer, key);
 	pp = ipcount_find(key);
 	if (*pp == NULL) {
 		*pp = calloc(1, sizeof(**pp));
 		if (*pp == NULL)
 			return 0;
-		memcpy((*pp)->key, key, 17);
+		memcpy((*pp)->key, key, sizeof(key));
 	}
-	return ++(*pp)->n;
+	e = *pp;
+	s->ipc = e;
+	s->ip_prev = NULL;
+	s->ip_next = e->members;
+	if (e->members)
+		e->members->ip_prev = s;
+	e->members = s;
+	return ++e->n;
 }
 
-static void ipcount_dec(const struct sockaddr *sa)
+static void ipcount_remove(struct session *s)
 {
-	uint8_t key[17];
-	struct ipcount **pp, *e;
+	struct ipcount *e = s->ipc;
 
-	ipcount_key(sa, key);
-	pp = ipcount_find(key);
-	e = *pp;
 	if (e == NULL)
 		return;
+	if (s->ip_prev)
+		s->ip_prev->ip_next = s->ip_next;
+	else
+		e->members = s->ip_next;
+	if (s->ip_next)
+		s->ip_next->ip_prev = s->ip_prev;
+	s->ip_next = s->ip_prev = NULL;
+	s->ipc = NULL;
 	if (--e->n == 0) {
-		*pp = e->next;
+		*ipcount_find(e->key) = e->next;
 		free(e);
 	}
 }
@@ -252,20 +255,195 @@ static void session_timeout(struct loop_timer *t)
 	}
 }
 
+/* --- room for newcomers ---------------------------------------------- */
+
+/*
+ * Sessions not logged in, oldest first: at max_connections the head makes
+ * room for a newcomer, so idle connections cannot lock everyone out. A
+ * session is on it while it waits for its PROXY header or its login (SASL
+ * included), not while a backend login of its runs: that one is about to
+ * be a user's session. Back from a failed login, it goes to the tail.
+ */
+static struct session *wait_head, *wait_tail;
+static bool hangup_scanned; /* all sessions checked in this loop iteration */
+
+static bool session_waiting(const struct session *s)
+{
+	return s->state == SS_PROXY || s->state == SS_PREAUTH || s->state == SS_SASL;
+}
+
+static void wait_unlink(struct session *s)
+{
+	if (!s->wait_linked)
+		return;
+	if (s->wait_prev)
+		s->wait_prev->wait_next = s->wait_next;
+	else
+		wait_head = s->wait_next;
+	if (s->wait_next)
+		s->wait_next->wait_prev = s->wait_prev;
+	else
+		wait_tail = s->wait_prev;
+	s->wait_next = s->wait_prev = NULL;
+	s->wait_linked = false;
+}
+
+/* Put s on the FIFO or take it off, as its state says. */
+static void wait_sync(struct session *s)
+{
+	if (!session_waiting(s)) {
+		wait_unlink(s);
+		return;
+	}
+	if (s->wait_linked)
+		return;
+	s->wait_prev = wait_tail;
+	s->wait_next = NULL;
+	if (wait_tail)
+		wait_tail->wait_next = s;
+	else
+		wait_head = s;
+	wait_tail = s;
+	s->wait_linked = true;
+}
+
+#define HANGUP_BATCH 64
+
+/* Close those of v[0..n) whose client has hung up: closed with nothing
+ * left unread, or reset. Returns how many. */
+static unsigned close_hung_up(struct session **v, unsigned n)
+{
+	struct pollfd pfd[HANGUP_BATCH];
+	unsigned closed = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		pfd[i].fd = v[i]->client.io.fd;
+		pfd[i].events = POLLRDHUP;
+		pfd[i].revents = 0;
+	}
+	if (n == 0 || poll(pfd, n, 0) <= 0)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		char c;
+		ssize_t r;
+
+		if (!(pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			continue;
+		/* Bytes before the end (a LOGOUT, a TLS close_notify) are the
+		 * session's to read: it stays. */
+		r = recv(pfd[i].fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (r > 0 || (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+			continue;
+		v[i]->client_eof = true;
+		session_close(v[i], r == 0 ? "client_eof" : "client_read_error");
+		closed++;
+	}
+	return closed;
+}
+
+/*
+ * A limit is reached, but clients may have hung up whose events wait
+ * behind the accept in this loop iteration: close those among the sessions
+ * from s on (by_ip: that address's, else all), except keep. A closed
+ * session leaves the lists; the batch's successor stays, so the walk goes
+ * on from it.
+ */
+static unsigned close_hung_up_from(struct session *s, bool by_ip, const struct session *keep)
+{
+	unsigned closed = 0;
+
+	while (s) {
+		struct session *v[HANGUP_BATCH];
+		unsigned n = 0;
+
+		for (; s && n < HANGUP_BATCH; s = by_ip ? s->ip_next : s->next)
+			if (s != keep && conn_is_open(&s->client) && !conn_pending(&s->client))
+				v[n++] = s;
+		closed += close_hung_up(v, n);
+	}
+	return closed;
+}
+
+/* Is sa's address at its limit (max_connections_per_ip), keep aside when
+ * it is one of its sessions? Clients of that address that have hung up
+ * are closed first: the cost is bounded by the limit. */
+static bool ipcount_full(const struct sockaddr *sa, const struct session *keep)
+{
+	struct ipcount *e = ipcount_lookup(sa);
+	unsigned max = srv.cfg->max_connections_per_ip, self = keep != NULL;
+
+	if (e == NULL || max == 0 || e->n - self < max || cidr_list_match(&srv.cfg->trusted_webmail, sa))
+		return false;
+	close_hung_up_from(e->members, true, keep);
+	e = ipcount_lookup(sa); /* freed when its last session went */
+	return e != NULL && e->n - self >= max;
+}
+
+/* The session can still be told why it goes: plain text it would read. */
+static bool session_can_say(const struct session *s)
+{
+	return s->state != SS_PROXY && !s->starttls_pending && (!s->client_tls || conn_tls_established(&s->client));
+}
+
+/*
+ * max_connections is reached and a newcomer from sa waits. Close clients
+ * that have hung up (all sessions, once per loop iteration: the walk costs
+ * one poll per 64 sessions), then, unless the newcomer would be refused
+ * anyway, the connection that has waited longest without logging in.
+ * Returns false when there is no room: every session is logged in or
+ * logging in.
+ */
+static bool session_make_room(const struct sockaddr *sa, unsigned listen_opts)
+{
+	struct session *s;
+
+	if (!hangup_scanned) {
+		hangup_scanned = true;
+		close_hung_up_from(srv.sessions, false, NULL);
+		if (srv.n_sessions < srv.cfg->max_connections)
+			return true;
+	}
+	if (srv.shutting_down)
+		return false;
+	if (listen_opts & LISTEN_OPT_PROXY_PROTOCOL) {
+		if (!cidr_list_match(&srv.cfg->trusted_proxies, sa))
+			return false;
+	} else if (ipcount_full(sa, NULL) || session_guard_banned(sa)) {
+		return false;
+	}
+	if (srv.n_sessions != srv.cfg->max_connections)
+		/* Below: ipcount_full closed some. Above: a reload lowered the
+		 * limit, and one eviction would not make room. */
+		return srv.n_sessions < srv.cfg->max_connections;
+	while ((s = wait_head) != NULL && !session_waiting(s))
+		wait_unlink(s); /* a state change not yet seen by session_update */
+	if (s == NULL)
+		return false;
+	log_warn("event=evicted session=%llu client=%s:%u reason=max_connections age_ms=%llu",
+	         (unsigned long long)s->id, s->peer_ip, s->peer_port,
+	         (unsigned long long)(loop_now(srv.loop) - s->started_ms));
+	STATS_INC(STAT_CLIENT_CONNECTIONS_EVICTED_TOTAL);
+	if (session_can_say(s)) {
+		if (!s->flush_then_close)
+			session_reply(s, "* BYE Too many connections: closing the longest waiting for a login");
+		(void)flush_buf(&s->client, &s->cout, &s->bytes_out);
+	}
+	session_close(s, "evicted");
+	return true;
+}
+
 /* The client is who it is now (socket, or PROXY header): apply the
  * per-address limit and the guard, then greet. */
 static void session_admit(struct session *s)
 {
 	const struct sockaddr *sa = (struct sockaddr *)&s->peer;
-	unsigned per_ip = ipcount_inc(sa);
+	unsigned per_ip = ipcount_add(s);
 
 	s->state = SS_PREAUTH;
-	s->ip_counted = per_ip != 0;
 	loop_timer_start(srv.loop, &s->timer, (uint64_t)srv.cfg->auth_timeout * 1000);
-	/* A webmail host is many users at one address: its limit is the
-	 * global one. */
-	if (per_ip == 0 || (srv.cfg->max_connections_per_ip && per_ip > srv.cfg->max_connections_per_ip &&
-	                    !cidr_list_match(&srv.cfg->trusted_webmail, sa))) {
+	/* Over its address's limit (a webmail host has none: many users at
+	 * one address), counting only the clients still there. */
+	if (per_ip == 0 || ipcount_full(sa, s)) {
 		log_warn("event=refused session=%llu client=%s:%u reason=max_connections_per_ip",
 		         (unsigned long long)s->id, s->peer_ip, s->peer_port);
 		session_bye(s, "Too many connections from your address", "max_connections_per_ip");
@@ -362,7 +540,7 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 	char ip[ADDR_STRLEN];
 
 	addr_format_ip(sa, ip, sizeof(ip));
-	if (srv.n_sessions >= srv.cfg->max_connections) {
+	if (srv.n_sessions >= srv.cfg->max_connections && !session_make_room(sa, listen_opts)) {
 		static const char bye[] = "* BYE Too many connections\r\n";
 
 		log_warn("event=refused client=%s:%u reason=max_connections", ip, addr_port(sa));
@@ -397,6 +575,7 @@ void session_accept(int fd, const struct sockaddr *sa, socklen_t salen, unsigned
 		srv.sessions->prev = s;
 	srv.sessions = s;
 	srv.n_sessions++;
+	wait_sync(s);
 	STATS_INC(STAT_CLIENT_CONNECTIONS_CURRENT);
 	STATS_INC(STAT_CLIENT_CONNECTIONS_TOTAL);
 	log_info("event=connect session=%llu client=%s:%u", (unsigned long long)s->id, ip, s->peer_port);
@@ -449,8 +628,8 @@ static void session_close(struct session *s, const char *reason)
 	conn_close(srv.loop, &s->client);
 	loop_timer_stop(srv.loop, &s->timer);
 	loop_timer_stop(srv.loop, &s->login_timer);
-	if (s->ip_counted)
-		ipcount_dec((struct sockaddr *)&s->peer);
+	ipcount_remove(s);
+	wait_unlink(s);
 	session_forget_credentials(s);
 	s->state = SS_CLOSED;
 	if (s->prev)
@@ -472,6 +651,7 @@ static void session_close(struct session *s, const char *reason)
 
 void session_reap(void)
 {
+	hangup_scanned = false;
 	/* Closed sessions leave the TLS pending list before they are freed. */
 	for (struct session **pp = &srv.pending; *pp;) {
 		if ((*pp)->state == SS_CLOSED) {
@@ -552,6 +732,7 @@ static void session_update(struct session *s)
 
 	if (s->state == SS_CLOSED)
 		return;
+	wait_sync(s);
 	if (s->stuck) {
 		session_close(s, "client_not_reading");
 		return;

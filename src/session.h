@@ -26,6 +26,8 @@ enum session_state {
 	SS_CLOSED,
 };
 
+struct ipcount;
+
 struct session {
 	struct session *next, *prev;
 	uint64_t id;
@@ -75,7 +77,10 @@ struct session {
 	char deferred[600];    /* the reply the failure delay holds back */
 	bool deferred_close;   /* BYE after the deferred reply (now banned) */
 	bool state_relay_counted; /* counted in server_connections_in_use */
-	bool ip_counted;       /* counted in the per-address limit */
+	struct ipcount *ipc;   /* its address's count (per-address limit), or NULL */
+	struct session *ip_next, *ip_prev; /* the other sessions of that address */
+	struct session *wait_next, *wait_prev; /* the pre-login FIFO (eviction) */
+	bool wait_linked;      /* on that FIFO */
 	bool stuck;            /* a reply did not fit: the client does not read */
 	bool client_tls;       /* the client side runs TLS (implicit or STARTTLS) */
 	bool tls_noted;        /* handshake logged and counted */
@@ -114,6 +119,8 @@ void session_guard_shutdown(void);
 const char *session_guard_describe(void);
 /* At admission: false when the address is banned (BYE sent, closing). */
 bool session_guard_admit(struct session *s);
+/* Would session_guard_admit refuse sa? Changes and logs nothing. */
+bool session_guard_banned(const struct sockaddr *sa);
 /* Before a login (credentials set): false when refused (reply sent). The
  * per-user slow-down holds back failure replies, never a login. */
 bool session_guard_before_login(struct session *s);

@@ -414,6 +414,13 @@ bool session_guard_admit(struct session *s)
 	return false;
 }
 
+bool session_guard_banned(const struct sockaddr *sa)
+{
+	uint64_t expiry = 0;
+
+	return guard_on() && guard_check_connect(guard, sa, now_s(), &expiry);
+}
+
 bool session_guard_before_login(struct session *s)
 {
 	struct guard_verdict v;

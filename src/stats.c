@@ -81,6 +81,8 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "Bytes received from clients, after TLS decryption."),
 	C(STAT_BYTES_TO_CLIENTS_TOTAL, "bytes_to_clients_total",
 	  "Bytes sent to clients, before TLS encryption."),
+	C(STAT_CLIENT_CONNECTIONS_EVICTED_TOTAL, "client_connections_evicted_total",
+	  "Client connections not logged in closed to make room at max_connections."),
 };
 
 #undef C

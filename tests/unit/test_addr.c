@@ -288,12 +288,53 @@ static void test_format(void **state)
 	assert_int_equal(addr_port((const struct sockaddr *)&un), 0);
 }
 
+static void test_client_key(void **state)
+{
+	uint8_t a[ADDR_CLIENT_KEY_LEN], b[ADDR_CLIENT_KEY_LEN];
+	static const uint8_t v4[ADDR_CLIENT_KEY_LEN] = {4, 192, 0, 2, 7, 0, 0, 0, 0};
+	static const uint8_t v6[ADDR_CLIENT_KEY_LEN] = {6, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2};
+	(void)state;
+
+	/* IPv4: the whole address, the port ignored; v4-mapped v6 is the same client. */
+	addr_client_key(sa4("192.0.2.7", 143), a);
+	assert_memory_equal(a, v4, sizeof v4);
+	addr_client_key(sa6("::ffff:192.0.2.7", 993), b);
+	assert_memory_equal(a, b, sizeof a);
+	addr_client_key(sa4("192.0.2.8", 143), b);
+	assert_memory_not_equal(a, b, sizeof a);
+
+	/* IPv6: one /64 is one client, whatever its interface identifier... */
+	addr_client_key(sa6("2001:db8:1:2::1", 1), a);
+	assert_memory_equal(a, v6, sizeof v6);
+	addr_client_key(sa6("2001:db8:1:2:ffff:ffff:ffff:ffff", 2), b);
+	assert_memory_equal(a, b, sizeof a);
+	/* ...and the next /64 (a bit in the last byte of the prefix) another. */
+	addr_client_key(sa6("2001:db8:1:3::1", 1), b);
+	assert_memory_not_equal(a, b, sizeof a);
+	addr_client_key(sa6("2001:db8:1:2::", 1), b);
+	assert_memory_equal(a, b, sizeof a);
+
+	/* Families never collide: 0.0.0.0 and :: differ in byte 0. */
+	addr_client_key(sa4("0.0.0.0", 0), a);
+	addr_client_key(sa6("::", 0), b);
+	assert_memory_not_equal(a, b, sizeof a);
+	addr_client_key(sa6("::1", 0), a);
+	assert_memory_equal(a, b, sizeof a); /* ::1 and :: share ::/64 */
+
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	memset(a, 0xaa, sizeof a);
+	addr_client_key((const struct sockaddr *)&un, a);
+	memset(b, 0, sizeof b);
+	assert_memory_equal(a, b, sizeof a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cidr_parse_ok),  cmocka_unit_test(test_cidr_parse_bad),
 		cmocka_unit_test(test_cidr_match),     cmocka_unit_test(test_cidr_list),
 		cmocka_unit_test(test_split_hostport), cmocka_unit_test(test_format),
+		cmocka_unit_test(test_client_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

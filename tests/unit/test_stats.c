@@ -538,7 +538,8 @@ static void test_text_format(void **state)
 	/* Ends with the last counter. */
 	assert_non_null(strstr(text, "\nbytes_to_clients_total 0\n"));
 	assert_int_equal(text[strlen(text) - 1], '\n');
-	assert_string_equal(strstr(text, "\nbytes_to_clients_total 0\n"), "\nbytes_to_clients_total 0\n");
+	assert_string_equal(strstr(text, "\nclient_connections_evicted_total 0\n"),
+	                    "\nclient_connections_evicted_total 0\n");
 	for (const char *q = text; *q; q++)
 		lines += *q == '\n';
 	assert_int_equal(lines, 3 + STAT_COUNT);

@@ -95,11 +95,11 @@ LOADGEN_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN)
 
 $(BUILD)/loadgen: bench/loadgen.c
 	@mkdir -p $(BUILD)
-	$(CC) $(LOADGEN_CFLAGS) -o $@ $<
+	$(CC) $(LOADGEN_CFLAGS) -o $@ $< -lssl -lcrypto
 
 bench: deps
 	$(MAKE) all $(BUILD)/loadgen
-	$(PYTHON) bench/run.py --build $(abspath $(BUILD))
+	$(PYTHON) bench/run.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \

@@ -21,8 +21,11 @@
  * Every run is bounded by --seconds and --max-cycles, and every step by
  * --timeout-ms, so nothing hangs. The result is one JSON line on stdout.
  *
+ * --tls speaks implicit TLS (OpenSSL, no certificate check: a bench against
+ * a loopback test server) on every connection, from the greeting on.
+ *
  * It must never be pointed at anything but a test server: it logs in with
- * the passwords it is given, as fast as it can. No dependencies beyond libc.
+ * the passwords it is given, as fast as it can. Needs libc and OpenSSL.
  */
 
 #include <arpa/inet.h>
@@ -42,6 +45,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #define RBUF_SIZE (64 * 1024)
 #define WBUF_SIZE 1024
@@ -78,6 +84,7 @@ _Static_assert(sizeof(err_names) / sizeof(err_names[0]) == E_COUNT, "a name for 
 
 struct conn {
 	int fd;
+	SSL *ssl;		/* --tls: from connect on */
 	enum step step;
 	int user;
 	char *rbuf;
@@ -120,6 +127,7 @@ static struct {
 	int ramp;
 	int bursts;
 	int stall_ms;
+	bool tls;
 } opt = {
 	.mode = M_WEBMAIL, .host = "127.0.0.1", .conns = 1, .seconds = 10, .max_cycles = 1000000, .users = 1000,
 	.user_fmt = "user%04d", .pass_fmt = "pw%04d", .timeout_ms = 10000, .hold = 2, .ramp = 64, .bursts = 5,
@@ -141,6 +149,7 @@ static struct {
 	bool ready_printed, aborted;
 	struct samples cycle, login, reuse_login, greet;
 	uint64_t rng;
+	SSL_CTX *tls;
 } g;
 
 static volatile sig_atomic_t got_signal;
@@ -304,6 +313,8 @@ static void conn_close(struct conn *c)
 		close(c->fd);
 		c->fd = -1;
 	}
+	SSL_free(c->ssl);	/* no close_notify: the RST ends it */
+	c->ssl = NULL;
 	if (c->step != S_FREE && c->step != S_IDLING && opt.mode == M_IDLE && c->step <= S_IDLE_WAIT)
 		g.in_setup--;
 	c->step = S_FREE;
@@ -337,6 +348,43 @@ static void note_error(struct conn *c, enum err e, const char *what, const char 
 	conn_close(c);
 }
 
+/* recv/send over TCP or TLS: >0, 0 on end, -1 with errno (EAGAIN: later). */
+static ssize_t tls_result(struct conn *c, int r)
+{
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_clear_error();
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+static ssize_t io_recv(struct conn *c, void *p, size_t n)
+{
+	int r;
+
+	if (c->ssl == NULL)
+		return recv(c->fd, p, n, 0);
+	r = SSL_read(c->ssl, p, (int)n);
+	return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t io_send(struct conn *c, const void *p, size_t n)
+{
+	int r;
+
+	if (c->ssl == NULL)
+		return send(c->fd, p, n, MSG_NOSIGNAL);
+	r = SSL_write(c->ssl, p, (int)n);
+	return r > 0 ? r : tls_result(c, r);
+}
+
 static void conn_interest(struct conn *c, bool want_write)
 {
 	struct epoll_event ev = {.events = EPOLLIN | (want_write ? EPOLLOUT : 0u), .data.ptr = c};
@@ -348,7 +396,7 @@ static void conn_interest(struct conn *c, bool want_write)
 static int conn_flush(struct conn *c)
 {
 	while (c->woff < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+		ssize_t n = io_send(c, c->wbuf + c->woff, c->wlen - c->woff);
 
 		if (n == -1 && errno == EINTR)
 			continue;
@@ -747,6 +795,38 @@ static int conn_input(struct conn *c)
 	return 0;
 }
 
+/* The TLS handshake, right after connect: true once it is done. */
+static bool conn_handshake(struct conn *c)
+{
+	int r;
+
+	if (c->ssl == NULL) {
+		c->ssl = SSL_new(g.tls);
+		if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+			note_error(c, E_CONNECT, "TLS setup failed", NULL, 0);
+			return false;
+		}
+		SSL_set_connect_state(c->ssl);
+	}
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		conn_interest(c, false);
+		return true;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		conn_interest(c, false);
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		conn_interest(c, true);
+		break;
+	default:
+		ERR_clear_error();
+		note_error(c, E_CONNECT, "TLS handshake failed", NULL, 0);
+	}
+	return false;
+}
+
 static void conn_event(struct conn *c, uint32_t events)
 {
 	if (c->step == S_FREE)
@@ -761,7 +841,13 @@ static void conn_event(struct conn *c, uint32_t events)
 		}
 		c->step = S_GREETING;
 		conn_interest(c, false);
-		return;
+		if (!opt.tls)
+			return;
+	}
+	if (opt.tls && (c->ssl == NULL || !SSL_is_init_finished(c->ssl))) {
+		if (!conn_handshake(c))
+			return;
+		events |= EPOLLIN;	/* the greeting may have come with it */
 	}
 	if (events & EPOLLOUT) {
 		if (conn_flush(c) == -1) {
@@ -771,8 +857,10 @@ static void conn_event(struct conn *c, uint32_t events)
 		if (c->wlen == 0)
 			conn_interest(c, false);
 	}
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-		ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+	/* TLS holds records epoll does not report: read until it would block. */
+	while (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		ssize_t n = io_recv(c, c->rbuf + c->rlen, RBUF_SIZE - c->rlen);
+		int r;
 
 		if (n == -1 && (errno == EAGAIN || errno == EINTR))
 			return;
@@ -781,8 +869,11 @@ static void conn_event(struct conn *c, uint32_t events)
 			return;
 		}
 		c->rlen += (size_t)n;
-		if (conn_input(c) == -1)
+		r = conn_input(c);
+		if (r == -1)
 			note_error(c, E_CLOSED, "write failed", NULL, 0);
+		if (r != 0 || c->ssl == NULL || c->step == S_FREE)
+			return;
 	}
 }
 
@@ -865,9 +956,9 @@ static void print_json(void)
 
 	if (el <= 0)
 		el = 1e-6;
-	printf("{\"mode\":\"%s\",\"conns\":%d,\"elapsed_s\":%.3f,\"cycles\":%ld,\"failed\":%ld,\"errors\":%ld,"
+	printf("{\"mode\":\"%s\",\"tls\":%s,\"conns\":%d,\"elapsed_s\":%.3f,\"cycles\":%ld,\"failed\":%ld,\"errors\":%ld,"
 	       "\"cycles_per_s\":%.1f",
-	       mode_names[opt.mode], opt.conns, el, g.cycles, g.failed, g.failed, (double)g.cycles / el);
+	       mode_names[opt.mode], opt.tls ? "true" : "false", opt.conns, el, g.cycles, g.failed, g.failed, (double)g.cycles / el);
 	printf(",\"cycle_p50_us\":%ld,\"cycle_p99_us\":%ld", samples_pct(&g.cycle, 50), samples_pct(&g.cycle, 99));
 	printf(",\"logins\":%ld,\"login_p50_us\":%ld,\"login_p99_us\":%ld", g.logins, samples_pct(&g.login, 50),
 	       samples_pct(&g.login, 99));
@@ -948,7 +1039,7 @@ static void usage(int status)
 	fputs("usage: loadgen --port P [--host 127.0.0.1] [--mode webmail|bulk|idle|flood|burst]\n"
 	      "         [--conns N] [--seconds S] [--max-cycles M] [--timeout-ms T]\n"
 	      "         [--users N] [--user-fmt user%04d] [--password-fmt pw%04d] [--sequential] [--seed N]\n"
-	      "         [--src ADDR[,ADDR...]] [--hold S] [--ramp N] [--bursts N] [--stall-ms T]\n"
+	      "         [--src ADDR[,ADDR...]] [--hold S] [--ramp N] [--bursts N] [--stall-ms T] [--tls]\n"
 	      "Prints one JSON line (idle mode: a \"ready\" line first).\n",
 	      status ? stderr : stdout);
 	exit(status);
@@ -966,6 +1057,7 @@ static void parse_args(int argc, char **argv)
 		{"seed", required_argument, NULL, 'r'},	  {"hold", required_argument, NULL, 'H'},
 		{"ramp", required_argument, NULL, 'R'},	  {"bursts", required_argument, NULL, 'b'},
 		{"stall-ms", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'z'},
+		{"tls", no_argument, NULL, 'L'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, port = 0;
@@ -996,6 +1088,7 @@ static void parse_args(int argc, char **argv)
 		case 'R': opt.ramp = (int)num_arg(optarg, 1, 100000, "--ramp"); break;
 		case 'b': opt.bursts = (int)num_arg(optarg, 1, 100000, "--bursts"); break;
 		case 'T': opt.stall_ms = (int)num_arg(optarg, 1, 600000, "--stall-ms"); break;
+		case 'L': opt.tls = true; break;
 		case 'z': usage(0); break;
 		default: usage(2);
 		}
@@ -1020,6 +1113,15 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	g.rng = opt.seed ? opt.seed : ((uint64_t)getpid() << 32 ^ now_us()) | 1;
 	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (opt.tls) {
+		g.tls = SSL_CTX_new(TLS_client_method());
+		if (g.tls == NULL)
+			die("TLS context");
+		SSL_CTX_set_verify(g.tls, SSL_VERIFY_NONE, NULL);
+		/* As imapgate's: many records per read(2). */
+		SSL_CTX_set_read_ahead(g.tls, 1);
+		SSL_CTX_set_default_read_buffer_len(g.tls, 64 * 1024);
+	}
 	g.c = calloc((size_t)opt.conns, sizeof(*g.c));
 	if (g.ep == -1 || g.c == NULL)
 		die("out of resources");

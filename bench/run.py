@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import harness  # noqa: E402
+import tls_util  # noqa: E402
 from harness import Dovecot, HarnessError, Imapgate, kill_group, wait_listening  # noqa: E402
 
-WORKLOADS = ("webmail", "bulk", "idle", "flood", "burst")
+WORKLOADS = ("webmail", "bulk", "idle", "flood", "burst", "tls")
 TARGETS = ("direct", "imapgate", "imapproxy")
 SETUPS = ("stock", "reuse", "tuned")
 IMAPPROXYD = "/usr/sbin/imapproxyd"
@@ -123,8 +124,18 @@ service imap {
     "tuned": LOGIN_FAST + IMAP_REUSE,
 }
 
-# Workloads each setup runs (of those asked for).
-SETUP_WORKLOADS = {"tuned": ("webmail",)}
+# Workloads each setup runs (of those asked for). "tls" runs once, in a
+# Dovecot of its own (the reuse setup with TLS on): see run_tls.
+SETUP_WORKLOADS = {"stock": ("webmail", "bulk", "idle", "flood", "burst"),
+                   "reuse": ("webmail", "bulk", "idle", "flood", "burst"),
+                   "tuned": ("webmail",)}
+# The TLS relay cases: (case, what the loadgen connects to, loadgen --tls).
+# "direct" over plain TCP and over implicit TLS (Dovecot's imaps port) are
+# the references: plain for the plain relay, TLS for both TLS cases.
+TLS_TARGETS = (("direct-plain", "dovecot", False), ("plain", "gate-plain", False),
+               ("direct-tls", "dovecot-tls", True), ("tls-backend", "gate-tls", False),
+               ("tls-both", "gate-tls-client", True))
+TLS_REFERENCE = {"plain": "direct-plain", "tls-backend": "direct-tls", "tls-both": "direct-tls"}
 
 
 def log(msg):
@@ -408,7 +419,7 @@ class Bench:
         os.chmod(self.dir, 0o755)
         self.users = {USER_FMT % i: PASS_FMT % i for i in range(args.users)}
         self.bulk = {BULK_FMT % i: BULK_PASS_FMT % i for i in range(BULK_USERS)}
-        self.dovecot = self.gate = self.proxy = None
+        self.dovecot = self.gate = self.proxy = self.gate_tls = None
         self.setup = None
         self.dport = harness.free_port()
         self.results = []  # dicts: setup, round, workload, conns, target, r (loadgen JSON) or extra fields
@@ -436,20 +447,32 @@ class Bench:
         if "imapproxy" in self.targets:
             self.proxy = Imapproxy(self.dir / ("imapproxy-" + setup), self.dport).start()
 
-    def new_gate(self, name, cache_size=2000):
+    def new_gate(self, name, cache_size=2000, tls_listener=False, **extra):
         """A started imapgate: no guard store, no connection limits for the load client
         (127.0.0.1 is in guard_ignore by default), room to park a connection per user
-        (cache_size bounds busy and parked backend connections together)."""
+        (cache_size bounds busy and parked backend connections together). extra: more
+        config; tls_listener: an implicit-TLS listener too (g.tls_port)."""
         gdir = self.dir / name
         gdir.mkdir()
         g = Imapgate(backend_port=self.dport, build=self.build, ipv6=False, tmpdir=gdir,
                      guard_db="none", max_connections=200000, max_connections_per_ip=0,
-                     cache_size=cache_size, cache_expiration_time=300, control_socket=str(gdir / "ctl.sock"))
-        return g.start(timeout=20)
+                     cache_size=cache_size, cache_expiration_time=300, control_socket=str(gdir / "ctl.sock"),
+                     **extra)
+        g.tls_port = g.add_listener("tls") if tls_listener else None
+        g.start(timeout=20)
+        if g.tls_port:
+            wait_listening(g.tls_port, "4", timeout=20, proc=g.proc)
+        return g
 
     def stop_setup(self):
         if self.proxy is not None:
             self.proxy.stop()
+        if getattr(self, "gate_tls", None) is not None:
+            try:
+                self.gate_tls.stop()
+            except TimeoutError:
+                self.gate_tls.kill()
+            self.gate_tls = None
         if self.gate is not None:
             try:
                 self.gate.stop()
@@ -615,14 +638,75 @@ class Bench:
                 % (target, idle, n, ready.get("setup_s") or 0, what, before, after,
                    "%.1f" % per if per is not None else "-"))
 
+    # -- the TLS relay (issue 10): bulk through imapgate with TLS on neither,
+    # the backend, or both sides, against direct Dovecot over the same kind
+    # of connection, with imapgate's CPU time per byte relayed.
+    def start_tls_setup(self):
+        certs = tls_util.Certs(self.dir / "certs")
+        imaps = harness.free_port()
+        conf = DOVECOT_COMMON + DOVECOT_SETUPS["reuse"] + tls_util.dovecot_tls_conf(certs.server, imaps)
+        (self.dir / "dovecot").mkdir(exist_ok=True)
+        self.dovecot = Dovecot(users=dict(self.users, **self.bulk), tmpdir=self.dir / "dovecot", port=self.dport,
+                               extra_conf=conf)
+        if not (self.dir / "dovecot" / "populated").exists():
+            populate(self.dovecot, self.users, self.bulk)
+            (self.dir / "dovecot" / "populated").touch()
+        self.dovecot.start(timeout=60)
+        wait_listening(imaps, "4", timeout=20)
+        # gate: the plain relay (Dovecot offers STARTTLS now: say none).
+        self.gate = self.new_gate("gate-tls-plain", server_tls="none")
+        # gate_tls: STARTTLS to Dovecot, verified, and an implicit-TLS listener.
+        self.gate_tls = self.new_gate("gate-tls", tls_listener=True, server_tls="starttls", tls_verify_server=True,
+                                      tls_ca_file=certs.ca, tls_server_name="localhost",
+                                      client_tls_cert_file=certs.server.cert, client_tls_key_file=certs.server.key)
+        self.tls_ports = {"dovecot": (self.dport, None), "dovecot-tls": (imaps, None),
+                          "gate-plain": (self.gate.port, self.gate),
+                          "gate-tls": (self.gate_tls.port, self.gate_tls),
+                          "gate-tls-client": (self.gate_tls.tls_port, self.gate_tls)}
+
+    def tls_bulk(self, where, tls, conns, seconds):
+        """One bulk run; with imapgate's CPU seconds (user + system) over it."""
+        port, gate = self.tls_ports[where]
+        pid = gate.pid() if gate else None
+        c0 = proc_cpu_s(pid) if pid else None
+        r = self.lg.run(port, "bulk", conns, seconds, users=len(self.bulk), user_fmt=BULK_FMT,
+                        password_fmt=BULK_PASS_FMT, timeout_ms=30000, tls=tls)
+        cpu = proc_cpu_s(pid) - c0 if pid else None
+        return r, cpu
+
+    def run_tls(self):
+        self.setup = "tls"
+        log("== TLS relay: Dovecot (reuse setup) with STARTTLS and an imaps port")
+        self.start_tls_setup()
+        try:
+            # Warm-up: every bulk user logs in and reads once through each path.
+            for case, where, tls in TLS_TARGETS:
+                self.tls_bulk(where, tls, len(self.bulk), 0.5)
+            for rnd in range(self.a.rounds):
+                log(" round %d/%d" % (rnd + 1, self.a.rounds))
+                k = rnd % len(TLS_TARGETS)
+                order = TLS_TARGETS[k:] + TLS_TARGETS[:k]
+                for conns in self.a.tls_conns:
+                    for case, where, tls in order:
+                        r, cpu = self.tls_bulk(where, tls, conns, self.a.seconds)
+                        per_gb = cpu / (r["bytes"] / 1e9) if cpu is not None and r["bytes"] else None
+                        self.record(rnd, "tls", conns, case, r, cpu_s=cpu, cpu_s_per_gb=per_gb)
+                        log("  tls      c=%-3d %-12s %8.1f MB/s  imapgate CPU %s s/GB  failed %d"
+                            % (conns, case, r["mb_per_s"], fmt(per_gb, 2), r["failed"]))
+        finally:
+            self.stop_setup()
+            self.gate_tls = None
+
     def run(self):
         for setup in self.a.setups:
+            wl = [w for w in self.a.workloads if w in SETUP_WORKLOADS.get(setup, self.a.workloads)]
+            if not wl:
+                continue
             self.setup = setup
             log("== Dovecot setup: %s" % setup)
             self.start_setup(setup)
             try:
                 self.warmup()
-                wl = [w for w in self.a.workloads if w in SETUP_WORKLOADS.get(setup, self.a.workloads)]
                 for rnd in range(self.a.rounds):
                     log(" round %d/%d" % (rnd + 1, self.a.rounds))
                     if "webmail" in wl:
@@ -637,6 +721,8 @@ class Bench:
                     self.run_idle()
             finally:
                 self.stop_setup()
+        if "tls" in self.a.workloads:
+            self.run_tls()
 
 
 # --------------------------------------------------------------------------
@@ -786,6 +872,60 @@ def summarize(results, setups, targets):
     return header, rows, fig
 
 
+TLS_CASE_TEXT = {"plain": "plain both sides", "tls-backend": "TLS to Dovecot (STARTTLS), plain client",
+                 "tls-both": "TLS both sides (implicit TLS client)"}
+
+
+def summarize_tls(results):
+    """The TLS relay table: per case and conns, imapgate's bulk rate against direct
+    Dovecot over the same kind of connection in the same round, and its CPU per GB."""
+    header = ["case", "conns", "direct (same connection kind)", "imapgate", "imapgate rounds", "× direct (min–max)",
+              "imapgate CPU s/GB", "CPU × plain relay", "failed"]
+    rows, fig = [], {}
+    tl = pick(results, workload="tls")
+    for conns in sorted({x["conns"] for x in tl}):
+        for case in ("plain", "tls-backend", "tls-both"):
+            xs = pick(tl, conns=conns, target=case)
+            if not xs:
+                continue
+            ref = TLS_REFERENCE[case]
+            rs, cpu_rs, refs = [], [], []
+            for x in xs:
+                d = pick(tl, conns=conns, target=ref, round=x["round"])
+                if d:
+                    refs.append(d[0]["r"]["mb_per_s"])
+                    rs.append(ratio(x["r"]["mb_per_s"], d[0]["r"]["mb_per_s"]))
+                p = pick(tl, conns=conns, target="plain", round=x["round"])
+                if p:
+                    cpu_rs.append(ratio(x["cpu_s_per_gb"], p[0]["cpu_s_per_gb"]))
+            rs = [r for r in rs if r is not None]
+            cpu_rs = [r for r in cpu_rs if r is not None]
+            m, mr, cpu, cr = med([x["r"]["mb_per_s"] for x in xs]), med(rs), med([x["cpu_s_per_gb"] for x in xs]), \
+                med(cpu_rs)
+            fig[(case, conns, "ratio")] = mr
+            fig[(case, conns, "cpu_vs_plain")] = cr
+            failed = sum(x["r"]["failed"] for x in xs) + sum(d["r"]["failed"] for d in pick(tl, conns=conns, target=ref))
+            total = sum(x["r"]["cycles"] + x["r"]["failed"] for x in xs)
+            rows.append([TLS_CASE_TEXT[case], str(conns), "%s MB/s (%s)" % (fmt(med(refs)), ref), "%s MB/s" % fmt(m),
+                         " ".join(fmt(x["r"]["mb_per_s"]) for x in xs),
+                         "%s (%s–%s)" % (fmt(mr, 2), fmt(min(rs), 2), fmt(max(rs), 2)) if rs else "–",
+                         fmt(cpu, 2), fmt(cr, 2) if case != "plain" else "1", "%d of %d" % (failed, total)])
+    return header, rows, fig
+
+
+def check_tls_targets(fig):
+    out = []
+    v = fig.get(("tls-backend", 1, "ratio"))
+    out.append(("TLS backend, bulk at 1 conn: imapgate (plain client) / direct TLS client",
+                "%s×" % fmt(v, 2) if v is not None else "not run", "≥ 0.9×",
+                "not run" if v is None else ("pass" if v >= 0.9 else "miss")))
+    v = fig.get(("tls-backend", 1, "cpu_vs_plain"))
+    out.append(("TLS backend, bulk at 1 conn: imapgate CPU per byte / the plain relay's",
+                "%s×" % fmt(v, 2) if v is not None else "not run", "≤ 2×",
+                "not run" if v is None else ("pass" if v <= 2 else "miss")))
+    return out
+
+
 def check_targets(fig, setups):
     """(goal, measured text, pass/miss/not run) for each target of the issue."""
     out = []
@@ -904,7 +1044,20 @@ def report(bench, args, elapsed, cpu):
     out += ["Each figure is the median over rounds (the per-round values follow it); × direct is the "
             "median of the ratios to direct Dovecot measured in the same round. "
             "Cycles/s count only cycles whose every reply was a tagged OK.", ""]
-    out += [md_table(header, rows), "", "## Targets (issue 6)", ""]
+    if rows:
+        out += [md_table(header, rows), ""]
+    theader, trows, tfig = summarize_tls(bench.results)
+    if trows:
+        out += ["## TLS relay (issue 10)", "",
+                "Bulk (`UID FETCH n BODY.PEEK[]` of 5 MB messages) through imapgate with TLS on neither side, "
+                "toward Dovecot only (STARTTLS, verified; the client plain), and on both sides (the client "
+                "on imapgate's implicit-TLS listener), each against direct Dovecot over the same kind of "
+                "connection in the same round (plain port; implicit TLS on its imaps port). CPU: imapgate's "
+                "user + system time (/proc/PID/stat) over the run, per GB of message bodies relayed; "
+                "\"× plain relay\" is its ratio to the plain case of the same round.", "",
+                md_table(theader, trows), ""]
+        tg = tg + check_tls_targets(tfig)
+    out += ["## Targets (issues 6 and 10)", ""]
     out += [md_table(["target", "measured", "goal", "status"], [list(t) for t in tg]), ""]
     if errors or bench.notes:
         out += ["## Notes", ""]
@@ -933,6 +1086,7 @@ def parse_args(argv):
     ap.add_argument("--setups", default=",".join(SETUPS), help="Dovecot setups: stock,reuse,tuned")
     ap.add_argument("--targets", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
     ap.add_argument("--conns", default="1,16,64", help="webmail concurrency levels")
+    ap.add_argument("--tls-conns", default="1,4", help="concurrency levels of the tls workload (bulk)")
     ap.add_argument("--users", type=int, default=1000, help="generated users (1000)")
     ap.add_argument("--idle-sessions", type=int, help="IDLE sessions (5000)")
     ap.add_argument("--idle-setups", default="reuse", help="setups to run idle in (reuse: stock would need an "
@@ -959,7 +1113,8 @@ def parse_args(argv):
             full = False
         setattr(a, k, items)
     a.conns = [int(c) for c in a.conns.split(",")]
-    if a.conns != [1, 16, 64] or a.users != 1000:
+    a.tls_conns = [int(c) for c in a.tls_conns.split(",")]
+    if a.conns != [1, 16, 64] or a.tls_conns != [1, 4] or a.users != 1000:
         full = False
     if "direct" not in a.targets:
         a.targets.insert(0, "direct")  # every ratio needs it

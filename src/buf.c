@@ -22,7 +22,7 @@ char *buf_reserve(struct buf *b, size_t *room)
 		if (b->data == NULL)
 			return NULL;
 		b->alloc = true;
-		b->start = b->end = 0;
+		b->start = b->end = b->used = 0;
 	}
 	if (b->start > 0 && (b->end == b->cap || b->start == b->end)) {
 		memmove(b->data, b->data + b->start, b->end - b->start);
@@ -54,7 +54,7 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	if (w == NULL || room < n)
 		return -1;
 	memcpy(w, p, n);
-	b->end += n;
+	buf_commit(b, n);
 	return 0;
 }
 
@@ -82,7 +82,10 @@ void buf_consume(struct buf *b, size_t n)
 void buf_release(struct buf *b)
 {
 	if (b->alloc && buf_len(b) == 0) {
-		explicit_bzero(b->data, b->cap);
+		/* Only what was written: a relay empties its 256 KiB buffer after
+		 * every few KiB, and wiping all of it each time cost more than the
+		 * relaying. */
+		explicit_bzero(b->data, b->used);
 		free(b->data);
 		b->data = NULL;
 		b->alloc = false;
@@ -93,7 +96,7 @@ void buf_release(struct buf *b)
 void buf_free(struct buf *b)
 {
 	if (b->alloc) {
-		explicit_bzero(b->data, b->cap);
+		explicit_bzero(b->data, b->used);
 		free(b->data);
 	}
 	b->data = NULL;

@@ -15,6 +15,7 @@ struct buf {
 	size_t cap;   /* bound, fixed at buf_init */
 	size_t start; /* first unread byte */
 	size_t end;   /* one past the last byte */
+	size_t used;  /* high-water mark of end since the allocation: what to wipe */
 	bool alloc;   /* data allocated */
 };
 
@@ -29,7 +30,12 @@ static inline size_t buf_space(const struct buf *b) { return b->cap - buf_len(b)
  */
 char *buf_reserve(struct buf *b, size_t *room);
 /* After writing n bytes at buf_reserve's pointer. */
-static inline void buf_commit(struct buf *b, size_t n) { b->end += n; }
+static inline void buf_commit(struct buf *b, size_t n)
+{
+	b->end += n;
+	if (b->end > b->used)
+		b->used = b->end;
+}
 /* Append; returns 0, or -1 when it does not fit (nothing appended). */
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

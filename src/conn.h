@@ -22,7 +22,8 @@ struct conn_ops {
 	/* Extra loop interest the transport needs to make progress (TLS:
 	 * the direction the last operation or handshake step waits for). */
 	unsigned (*want)(const struct conn *c);
-	/* Bytes already decrypted and waiting inside the transport. */
+	/* Bytes (or an end) waiting inside the transport, which epoll will
+	 * not report: TLS records read ahead or partly returned. */
 	int (*pending)(const struct conn *c);
 };
 

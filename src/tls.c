@@ -28,6 +28,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+/* Read-ahead buffer per connection while it holds bytes (released once
+ * empty: SSL_MODE_RELEASE_BUFFERS). */
+#define TLS_READ_BUF (64 * 1024)
+
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	unsigned refs; /* one thread: a plain counter */
@@ -41,6 +45,8 @@ struct tls_conn {
 	int dead;            /* errno of a fatal failure; SSL no longer usable */
 	bool eof;            /* the peer ended the stream: reads give 0 */
 	bool up;             /* handshake seen complete */
+	bool rd_blocked;     /* the last SSL_read waited for the socket: what
+	                      * OpenSSL holds is at most part of a record */
 	char err[128];       /* reason of the last failure, "" = none */
 };
 
@@ -116,6 +122,11 @@ static struct tls_ctx *ctx_alloc(const SSL_METHOD *method)
 	                             SSL_MODE_RELEASE_BUFFERS);
 	/* Return to the loop after every non-application record. */
 	SSL_CTX_clear_mode(t->ssl_ctx, SSL_MODE_AUTO_RETRY);
+	/* One read(2) takes in every record the socket holds, up to
+	 * TLS_READ_BUF, instead of a 5-byte header and a body per record;
+	 * tls_pending tells the owner about bytes read ahead. */
+	SSL_CTX_set_read_ahead(t->ssl_ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(t->ssl_ctx, TLS_READ_BUF);
 	SSL_CTX_set_default_passwd_cb(t->ssl_ctx, no_password);
 	return t;
 }
@@ -341,6 +352,8 @@ static ssize_t failed(struct tls_conn *t, SSL *ssl, int r, int sys, bool reading
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		*(reading ? &t->rd_want : &t->wr_want) = e == SSL_ERROR_WANT_READ ? LOOP_READ : LOOP_WRITE;
+		if (reading)
+			t->rd_blocked = true;
 		ERR_clear_error();
 		errno = EAGAIN;
 		return -1;
@@ -385,10 +398,17 @@ static ssize_t failed(struct tls_conn *t, SSL *ssl, int r, int sys, bool reading
 	return -1;
 }
 
+/*
+ * Fill p from as many records as OpenSSL holds or the socket gives, until
+ * p is full or a read would block: one call per wake-up, not one per
+ * record. An end or error met after some bytes is returned by the next
+ * call (tls_pending says so, the socket may never be readable again).
+ */
 static ssize_t tls_read(struct conn *c, void *p, size_t n)
 {
 	SSL *ssl = c->impl;
 	struct tls_conn *t;
+	size_t got = 0;
 	int r, sys;
 
 	if (ssl == NULL) {
@@ -402,18 +422,25 @@ static ssize_t tls_read(struct conn *c, void *p, size_t n)
 		errno = t->dead;
 		return -1;
 	}
-	if (n == 0)
-		return 0;
-	ERR_clear_error();
-	errno = 0;
-	r = SSL_read(ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-	sys = errno;
-	if (r > 0) {
+	while (got < n) {
+		size_t want = n - got;
+
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_read(ssl, (char *)p + got, want > INT_MAX ? INT_MAX : (int)want);
+		sys = errno;
+		if (r <= 0) {
+			if (got == 0)
+				return failed(t, ssl, r, sys, true);
+			(void)failed(t, ssl, r, sys, true);
+			break;
+		}
 		settle(t, ssl);
 		t->rd_want = 0;
-		return r;
+		t->rd_blocked = false;
+		got += (size_t)r;
 	}
-	return failed(t, ssl, r, sys, true);
+	return (ssize_t)got;
 }
 
 /*
@@ -487,11 +514,24 @@ static unsigned tls_want(const struct conn *c)
 	return (t->rd_want & LOOP_WRITE) | (t->wr_want & LOOP_READ);
 }
 
+/*
+ * Would conn_read give something without a socket event? Decrypted bytes
+ * of the current record, whole records read ahead, or an end or error
+ * held back behind bytes already returned. After a read that waited for
+ * the socket, what remains is part of a record: the socket brings the
+ * rest (claiming it pending then would spin the loop).
+ */
 static int tls_pending(const struct conn *c)
 {
-	if (c->impl == NULL || state(c)->dead)
+	SSL *ssl = c->impl;
+	struct tls_conn *t;
+
+	if (ssl == NULL)
 		return 0;
-	return SSL_pending(c->impl) > 0;
+	t = state(c);
+	if (t->eof || t->dead)
+		return 1;
+	return SSL_pending(ssl) > 0 || (!t->rd_blocked && SSL_has_pending(ssl));
 }
 
 static const struct conn_ops tls_ops = { tls_read, tls_write, tls_close, tls_want, tls_pending };

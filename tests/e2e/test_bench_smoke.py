@@ -7,11 +7,14 @@ benchmark itself (make bench) is not a test.
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
 from harness import REPO, can_bind, make_message, register_secret, sanitized_build
+from tls_util import Certs, tls_dovecot, tls_gate
 
 LOADGEN_SRC = REPO / "bench" / "loadgen.c"
 FLOOD_SRC = "127.0.0.77"  # banned below; never 127.0.0.1 (guard_ignore)
@@ -23,7 +26,7 @@ def loadgen(tmp_path_factory):
     sanitizers too when the daemon under test was built with them."""
     exe = tmp_path_factory.mktemp("loadgen") / "loadgen"
     cmd = ["cc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Wformat=2", "-Wshadow",
-           "-Wstrict-prototypes", "-Werror", "-o", str(exe), str(LOADGEN_SRC)]
+           "-Wstrict-prototypes", "-Werror", "-o", str(exe), str(LOADGEN_SRC), "-lssl", "-lcrypto"]
     if sanitized_build():
         cmd[4:4] = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
@@ -86,6 +89,30 @@ def test_bulk_counts_body_bytes(loadgen, make_gate, mail_user):
     assert r["cycles"] == 12, r
     # Six messages fetched twice each, the big one 300 KB: bodies, not protocol lines.
     assert 2 * 300 * 1000 < r["bytes"] < 2 * 400 * 1000, r
+
+
+@pytest.mark.parametrize("via", ["direct", "imapgate"])
+def test_bulk_over_tls(loadgen, own_dovecot, make_gate, via):
+    # The bench's TLS cases (run.py --workloads tls): --tls straight to
+    # Dovecot's imaps port, and through imapgate with TLS on both sides.
+    d = tempfile.mkdtemp(prefix="imapgate-bench-tls-")
+    os.chmod(d, 0o755)
+    try:
+        certs = Certs(d)
+        dv = tls_dovecot(own_dovecot, certs.server)
+        for i in range(3):
+            dv.deliver("alice", make_message(subject="tls %d" % i, body=("z" * 998 + "\r\n") * 200 * (i + 1)))
+        if via == "direct":
+            port = dv.imaps_port
+        else:
+            port = tls_gate(make_gate, certs.server, backend=dv, server_tls="starttls", tls_ca_file=certs.ca,
+                            tls_server_name="localhost", max_connections_per_ip=0).tls_port
+        (r,) = run(loadgen, port, "bulk", "alice", "alicepw", conns=1, seconds=10, max_cycles=6, tls=True)
+        assert_clean(r, "bulk")
+        assert r["tls"] is True and r["cycles"] == 6, r
+        assert 2 * 1200 * 1000 < r["bytes"] < 2 * 1300 * 1000, r
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_idle_reports_ready_then_ends(loadgen, make_gate, mail_user):

@@ -12,6 +12,7 @@ tls=<TLS> when the login came over TLS.
 import imaplib
 import os
 import re
+import select
 import shutil
 import ssl
 import tempfile
@@ -563,3 +564,71 @@ def test_parked_backend_connection_keeps_its_tls(make_gate, own_dovecot, certs, 
     wait_until(lambda: tls_login_lines(d, "carol"), 5, "a TLS login of carol in Dovecot's log")
     assert len(tls_login_lines(d, "carol")) == 1
     assert plain_login_lines(d, "carol") == []
+
+
+def relay_cpu_s(gate):
+    """CPU seconds (user + system) imapgate has used so far."""
+    with open("/proc/%d/stat" % gate.pid()) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("reader", ["slow", "fast"])
+def test_tls_both_sides_multi_megabyte_pipelined(make_gate, own_dovecot, certs, reader):
+    # Issue 10: imapgate reads many TLS records per wake-up (read-ahead), so
+    # records wait inside OpenSSL where epoll never reports them. Two
+    # pipelined fetches of a 6 MB body and a NOOP, through TLS on both
+    # sides: a slow reader keeps the client buffer full while Dovecot's
+    # records sit in imapgate's TLS buffer (picked up when room appears,
+    # no spinning meanwhile); a fast one drains everything at once.
+    d = tls_dovecot(own_dovecot, certs.server)
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ %07d\r\n"
+    big = b"Subject: tls-pipelined\r\nFrom: a@example.org\r\nTo: alice@example.org\r\n\r\n" + \
+        b"".join(line % i for i in range(84000))
+    assert len(big) > 6_000_000
+    d.deliver("alice", big)
+    g = gate_to_tls_backend(make_gate, certs, d.port, server_tls="starttls", start=False,
+                            client_tls_cert_file=certs.server.cert, client_tls_key_file=certs.server.key)
+    g.tls_port = g.add_listener("tls")
+    g.start()
+    c = connect_tls(g, certs.client_context(), timeout=20)
+    assert c.read_line().startswith(b"* OK")
+    assert login_raw(c, "alice", "alicepw")[-1].startswith(b"a OK")
+    assert c.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+    c.send(b"f1 UID FETCH 1 BODY.PEEK[]\r\nf2 FETCH 1 BODY.PEEK[]\r\nn NOOP\r\n")
+    got = bytearray(c.buf)
+    c.buf = b""
+    sock = c.sock
+    deadline = time.monotonic() + 30
+    if reader == "slow":
+        # Read nothing for a while: imapgate fills the socket and its
+        # client buffer, then must sleep (not spin) with records waiting
+        # in its TLS buffer.
+        wait_until(lambda: select.select([sock], [], [], 0.05)[0], 10, "the first reply bytes")
+        cpu0 = relay_cpu_s(g)
+        time.sleep(0.5)  # a stalled reader, not a synchronisation
+        spent = relay_cpu_s(g) - cpu0
+        assert spent < 0.2, "imapgate used %.2fs of CPU in 0.5s with a stalled reader" % spent
+        # Then trickle: small reads free a little room at a time.
+        while len(got) < 2_000_000:
+            assert time.monotonic() < deadline, "timed out with %d bytes" % len(got)
+            chunk = sock.recv(8192)
+            assert chunk, "connection closed after %d bytes" % len(got)
+            got += chunk
+    while not re.search(rb"\r\nn OK[^\r\n]*\r\n$", bytes(got[-300:])):
+        assert time.monotonic() < deadline, "timed out with %d bytes" % len(got)
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed after %d bytes" % len(got)
+        got += chunk
+    data = bytes(got)
+    for tag in (b"f1", b"f2"):
+        head = re.match(rb"\* 1 FETCH \((?:UID 1 )?BODY\[\] \{(\d+)\}\r\n", data)
+        assert head, data[:200]
+        assert int(head.group(1)) == len(big)
+        start = head.end()
+        assert data[start:start + len(big)] == big, "body of %s differs" % tag.decode()
+        data = data[start + len(big):]
+        m = re.match(rb"(?: UID 1)?\)\r\n" + tag + rb" OK[^\r]*\r\n", data)
+        assert m, data[:200]
+        data = data[m.end():]
+    assert re.match(rb"n OK[^\r]*\r\n$", data), data[:200]

@@ -111,8 +111,20 @@ int preflight_become(const struct config *cfg, uid_t uid, gid_t gid, char *err, 
 
 int preflight_state_dir_create(const char *dir, uid_t uid, gid_t gid, char *err, size_t errsz)
 {
+	char parent[4096];
 	int fd;
 
+	/* Missing parents (inside a chroot_directory, say) as root, 0755, as
+	 * systemd's StateDirectory makes them. */
+	snprintf(parent, sizeof(parent), "%s", dir);
+	for (char *p = strchr(parent + 1, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		if (mkdir(parent, 0755) == -1 && errno != EEXIST) {
+			snprintf(err, errsz, "cannot create %s: %s", parent, strerror(errno));
+			return -1;
+		}
+		*p = '/';
+	}
 	/* 0700 until it has its owner, then 0750 */
 	if (mkdir(dir, 0700) == -1) {
 		if (errno == EEXIST)
@@ -187,7 +199,7 @@ static int check_db_as(const struct config *cfg, uid_t uid, gid_t gid, const cha
 static bool state_dir(struct pf *pf, bool starting, uid_t uid, gid_t gid, const char *user)
 {
 	const struct config *cfg = pf->cfg;
-	char dir[4096], err[600];
+	char dir[4096], up[4096], err[600];
 	struct stat st;
 
 	if (strcmp(cfg->guard_db, CONFIG_DEFAULT_GUARD_DB) != 0 || geteuid() != 0)
@@ -207,9 +219,15 @@ static bool state_dir(struct pf *pf, bool starting, uid_t uid, gid_t gid, const 
 	}
 	if (stat(dir, &st) == 0 || errno != ENOENT)
 		return true;
-	file_dir_of(dir, err, sizeof(err));
-	if (stat(err, &st) == -1 || !S_ISDIR(st.st_mode)) {
-		say(pf, PREFLIGHT_ERROR, "guard_db %s: cannot create %s: %s is not a directory", cfg->guard_db, dir, err);
+	/* The start makes it and its missing parents: the nearest existing
+	 * one must be a directory. */
+	snprintf(up, sizeof(up), "%s", dir);
+	do {
+		file_dir_of(up, err, sizeof(err));
+		snprintf(up, sizeof(up), "%s", err);
+	} while (stat(up, &st) == -1 && errno == ENOENT && strcmp(up, "/") != 0);
+	if (stat(up, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		say(pf, PREFLIGHT_ERROR, "guard_db %s: cannot create %s: %s is not a directory", cfg->guard_db, dir, up);
 		return false;
 	}
 	say(pf, PREFLIGHT_NOTE, "%s will be created at start (owner %s, mode 0750)", dir, user);

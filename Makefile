@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 20
 
 WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"'
 LIBS     = -lssl -lcrypto -lsqlite3 -lpthread
 
 ifeq ($(SANITIZE),1)
@@ -112,8 +112,9 @@ install: all
 	install -m 644 imapgate.conf.example $(DESTDIR)$(PREFIX)/share/doc/imapgate/
 	install -m 644 contrib/fail2ban/filter.d/imapgate.conf $(DESTDIR)$(PREFIX)/share/doc/imapgate/fail2ban-filter.conf
 	install -m 644 contrib/fail2ban/jail.d/imapgate.conf $(DESTDIR)$(PREFIX)/share/doc/imapgate/fail2ban-jail.conf
-	# The guard's database (guard_db); chown it to proc_username.
-	install -d -m 750 $(DESTDIR)$(STATEDIR)
+	# Not the guard's state directory (STATEDIR, the default guard_db's):
+	# imapgate creates it at start for proc_username; made here it would
+	# be root's.
 
 clean:
 	rm -rf build build-san

@@ -83,7 +83,7 @@ static const struct keyword keywords[] = {
 	{"guard_bantime", T_UINT, F(guard_bantime), 1, 31536000, "600"},
 	{"guard_bantime_factor", T_UINT, F(guard_bantime_factor), 1, 100, "2"},
 	{"guard_bantime_max", T_UINT, F(guard_bantime_max), 1, 31536000, "604800"},
-	{"guard_db", T_STR, F(guard_db), 0, 0, "/var/lib/imapgate/guard.db"},
+	{"guard_db", T_STR, F(guard_db), 0, 0, CONFIG_DEFAULT_GUARD_DB},
 	{"guard_drop_after", T_UINT, F(guard_drop_after), 0, 1000000, "10"},
 	{"guard_failure_delay", T_UINT, F(guard_failure_delay), 0, 60000, "500"},
 	{"guard_findtime", T_UINT, F(guard_findtime), 1, 31536000, "600"},

@@ -17,6 +17,12 @@
 #include "addr.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/imapgate.conf"
+/* The state directory (make STATEDIR=...) and the default guard_db in it;
+ * imapgate creates the directory at start when it is missing. */
+#ifndef CONFIG_STATE_DIR
+#define CONFIG_STATE_DIR "/var/lib/imapgate"
+#endif
+#define CONFIG_DEFAULT_GUARD_DB CONFIG_STATE_DIR "/guard.db"
 #define CONFIG_MAX_LISTEN 16
 
 /* Options after "listen ADDRESS:PORT". */

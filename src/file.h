@@ -20,4 +20,15 @@
 int file_open_checked(const char *path, int flags, mode_t mode, uid_t uid, const char *what, struct stat *st,
                       char *err, size_t errsz);
 
+/* The directory path is in: what precedes its last '/', else ".". */
+void file_dir_of(const char *path, char *dir, size_t dirsz);
+
+/*
+ * What file_open_checked would refuse, without creating or opening
+ * anything, for the process as it is now: a symbolic link, a file that
+ * fails its checks or that we may not write, or a missing file in a
+ * directory we may not create it in. Returns 0, or -1 with err set.
+ */
+int file_check(const char *path, uid_t uid, const char *what, char *err, size_t errsz);
+
 #endif

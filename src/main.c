@@ -1,14 +1,14 @@
 /*
  * main — imapgate's start, signals, reload and shutdown.
  *
- * Order at start: parse the config (all or nothing), open the log, bind
- * the listeners, write the pidfile, drop privileges, then run the loop.
+ * Order at start: parse the config (all or nothing), check what the start
+ * needs (preflight.c, which also creates the state directory), open the
+ * log, bind the listeners, write the pidfile, drop privileges, then run
+ * the loop.
  * It must never keep running as root after the listeners are bound.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +27,7 @@
 #include "log.h"
 #include "banfilter.h"
 #include "pool.h"
+#include "preflight.h"
 #include "metrics.h"
 #include "stats.h"
 #include "tls.h"
@@ -55,6 +56,12 @@ static void report_log(void *ctx, const char *msg)
 	(*(unsigned *)ctx)++;
 	log_sanitize_text(msg, strlen(msg), clean, sizeof(clean));
 	log_err("event=config_error error=\"%s\"", clean);
+}
+
+static void report_preflight(void *ctx, enum preflight_level level, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "%s%s\n", level == PREFLIGHT_WARNING ? "warning: " : "", msg);
 }
 
 static void usage(void)
@@ -349,34 +356,6 @@ static const char *ctl_reload(int argc, char **argv, bool json, struct strbuf *o
 
 /* --- process set-up ----------------------------------------------------- */
 
-/* The user and group to run as: proc_username/proc_groupname when root,
- * else ourselves. */
-static void run_identity(const struct config *cfg, uid_t *uid, gid_t *gid)
-{
-	struct passwd *pw;
-
-	*uid = geteuid();
-	*gid = getegid();
-	if (*uid != 0)
-		return;
-	if (cfg->proc_username == NULL)
-		fatal("event=privileges error=\"started as root: set proc_username to the user to run as\"");
-	pw = getpwnam(cfg->proc_username);
-	if (pw == NULL)
-		fatal("event=privileges error=\"unknown proc_username %s\"", cfg->proc_username);
-	if (pw->pw_uid == 0)
-		fatal("event=privileges error=\"proc_username must not be root\"");
-	*uid = pw->pw_uid;
-	*gid = pw->pw_gid;
-	if (cfg->proc_groupname) {
-		struct group *gr = getgrnam(cfg->proc_groupname);
-
-		if (gr == NULL)
-			fatal("event=privileges error=\"unknown proc_groupname %s\"", cfg->proc_groupname);
-		*gid = gr->gr_gid;
-	}
-}
-
 static void drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
 {
 	if (geteuid() != 0) {
@@ -385,14 +364,12 @@ static void drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
 			         "and chroot_directory are ignored\"");
 		return;
 	}
-	if (setgroups(1, &gid) == -1 || setgid(gid) == -1)
-		fatal("event=privileges error=\"setgid: %s\"", strerror(errno));
-	if (cfg->chroot_directory) {
-		if (chroot(cfg->chroot_directory) == -1 || chdir("/") == -1)
-			fatal("event=privileges error=\"chroot %s: %s\"", cfg->chroot_directory, strerror(errno));
+	{
+		char err[300];
+
+		if (preflight_become(cfg, uid, gid, err, sizeof(err)) == -1)
+			fatal("event=privileges error=\"%s\"", err);
 	}
-	if (setuid(uid) == -1)
-		fatal("event=privileges error=\"setuid: %s\"", strerror(errno));
 	if (setuid(0) != -1)
 		fatal("event=privileges error=\"could regain root after dropping it\"");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
@@ -478,10 +455,21 @@ int main(int argc, char **argv)
 	}
 	{
 		char err[600];
+		unsigned errors = 0;
 
 		if (make_tls(srv.cfg, &srv.tls_server, &srv.tls_client, err, sizeof(err)) == -1) {
 			fprintf(stderr, "%s\n", err);
-			fprintf(stderr, "%s: configuration not loaded\n", path);
+			errors++;
+		}
+		/* Before anything is bound or detached: a refusal here is an
+		 * exit status the caller sees. */
+		errors += preflight_run(srv.cfg, !check, &run_uid, &run_gid, report_preflight, NULL);
+		if (errors) {
+			fprintf(stderr, "%s: %u error%s, %s\n", path, errors, errors == 1 ? "" : "s",
+			        check ? "imapgate would not start" : "imapgate not started");
+			tls_ctx_unref(&srv.tls_server);
+			tls_ctx_unref(&srv.tls_client);
+			config_free(&srv.cfg);
 			return 1;
 		}
 	}
@@ -511,7 +499,6 @@ int main(int argc, char **argv)
 	if (!foreground && !srv.cfg->foreground_mode)
 		daemonize();
 	write_pidfile();
-	run_identity(srv.cfg, &run_uid, &run_gid);
 	if (srv.cfg->control_socket) {
 		char err[256];
 

@@ -115,7 +115,7 @@ void preauth_capability_line(const struct session *s, char *out, size_t outsz);
 int session_guard_init(void);
 void session_guard_reload(void);
 void session_guard_shutdown(void);
-/* "off", "memory only (...)", "sqlite PATH" for status. */
+/* "off", "memory only", "sqlite PATH" for status. */
 const char *session_guard_describe(void);
 /* At admission: false when the address is banned (BYE sent, closing). */
 bool session_guard_admit(struct session *s);

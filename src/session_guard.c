@@ -339,13 +339,12 @@ int session_guard_init(void)
 		o.keep_bans = cfg->guard_recidive_window > 86400 ? cfg->guard_recidive_window : 86400;
 		if (store_sqlite_open(cfg->guard_db, &o, &store, err, sizeof(err)) == -1 ||
 		    store_sqlite_load(store, guard, now_s(), err, sizeof(err)) == -1) {
-			/* Refusing to start would lock every user out over a missing
-			 * directory; the guard works from memory, loudly. */
-			if (store)
-				store_sqlite_close(&store, NULL, 0);
+			/* Persistence was asked for: never lose it silently. The
+			 * start checked this as our user (preflight.c), so only a
+			 * change since then or a broken file gets here. */
 			log_sanitize_text(err, strlen(err), clean, sizeof(clean));
-			log_err("event=guard_db_error file=%s error=\"%s\" fallback=memory", cfg->guard_db, clean);
-			snprintf(store_state, sizeof(store_state), "memory only (%s: %s)", cfg->guard_db, clean);
+			fatal("event=guard_db_error error=\"%s\" hint=\"set guard_db none to keep bans in memory only\"",
+			      clean);
 		} else {
 			struct guard_stats st;
 

@@ -15,14 +15,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "file.h"
 
 #define SCHEMA_VERSION 1
 #define PRUNE_EVERY 60 /* s */
@@ -549,6 +553,84 @@ int store_sqlite_open(const char *path, const struct store_sqlite_opts *o, struc
 	}
 	s->started = true;
 	*out = s;
+	return 0;
+}
+
+/* An existing file the writer must be able to rewrite (the database, its
+ * -wal and -shm); it must exist (st from stat). */
+static int check_writable(const char *file, const struct stat *st, const char *user, char *err, size_t errsz)
+{
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(err, errsz, "%s is not a regular file", file);
+		return -1;
+	}
+	if (access(file, R_OK | W_OK) == -1) {
+		snprintf(err, errsz, "%s is not writable by %s: %s (fix: chown %s %s)", file, user, strerror(errno),
+		         user, file);
+		return -1;
+	}
+	return 0;
+}
+
+int store_sqlite_check(const char *path, const char *user, char *err, size_t errsz)
+{
+	static const char magic[16] = "SQLite format 3";
+	unsigned char head[100];
+	char dir[PATH_MAX], side[PATH_MAX + 8];
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	file_dir_of(path, dir, sizeof dir);
+	if (stat(dir, &st) == -1) {
+		snprintf(err, errsz, "directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errsz, "%s is not a directory", dir);
+		return -1;
+	}
+	/* The writer creates and removes the -wal and -shm files beside it. */
+	if (access(dir, W_OK | X_OK) == -1) {
+		snprintf(err, errsz, "directory %s is not writable by %s: %s (fix: chown %s %s)", dir, user,
+		         strerror(errno), user, dir);
+		return -1;
+	}
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return 0; /* created at start, in a directory we may write */
+		snprintf(err, errsz, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (check_writable(path, &st, user, err, errsz) == -1)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, sizeof side, "%s%s", path, i ? "-shm" : "-wal");
+		if (stat(side, &st) == 0 && check_writable(side, &st, user, err, errsz) == -1)
+			return -1;
+	}
+	/* The header alone tells a database (or an empty file, which SQLite
+	 * makes one) from anything else; reading it changes nothing. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd == -1) {
+		snprintf(err, errsz, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, head, sizeof head);
+	close(fd);
+	if (n == 0)
+		return 0;
+	if (n < (ssize_t)sizeof head || memcmp(head, magic, sizeof magic) != 0) {
+		snprintf(err, errsz, "%s is not an SQLite database (move it away, or set guard_db to another file)",
+		         path);
+		return -1;
+	}
+	/* user_version: bytes 60-63, big-endian */
+	if (((uint32_t)head[60] << 24 | (uint32_t)head[61] << 16 | (uint32_t)head[62] << 8 | head[63]) >
+	    SCHEMA_VERSION) {
+		snprintf(err, errsz, "%s: made by a newer imapgate (schema version)", path);
+		return -1;
+	}
 	return 0;
 }
 

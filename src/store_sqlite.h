@@ -49,6 +49,17 @@ int store_sqlite_open(const char *path, const struct store_sqlite_opts *o, struc
                       char *err, size_t errsz);
 
 /*
+ * Whether this process, as it is now (user, groups, root directory), could
+ * open path for writing: its directory exists and is writable (the -wal
+ * and -shm files live there), an existing file and its -wal and -shm are
+ * regular and writable, and the file is empty or an SQLite database of a
+ * schema we know. Creates and changes nothing. user names this process in
+ * messages. Returns 0, or -1 with a message (naming the file and the fix)
+ * in err.
+ */
+int store_sqlite_check(const char *path, const char *user, char *err, size_t errsz);
+
+/*
  * Feed the guard what it must remember at start: bans still active, ended
  * bans whose recidive window is still open (their ban count), counted
  * failures still in findtime, and the last GUARD_RECENT failures of every

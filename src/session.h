@@ -16,6 +16,7 @@
 #include "imap_parser.h"
 #include "imap_track.h"
 #include "loop.h"
+#include "pool.h"
 
 enum session_state {
 	SS_PROXY,   /* waiting for the PROXY header of a trusted balancer */
@@ -70,6 +71,9 @@ struct session {
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
 	bool traced;           /* relay bytes go to the protocol trace (trace.h) */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
+	struct pool_waiter pool_wait; /* waiting for this user's connection being cleaned */
+	bool pool_waiting;
+	uint64_t pool_wait_ms; /* when that wait began */
 	struct loop_timer login_timer; /* holds back a failure reply */
 	char deferred[600];    /* the reply the failure delay holds back */
 	bool deferred_close;   /* BYE after the deferred reply (now banned) */

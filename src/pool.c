@@ -560,6 +560,12 @@ void pool_flush(const char *reason)
 		if (e->state == PC_PARKED)
 			pool_close(e, reason, true);
 	}
+	/* Cleaning ones would park for the old backend (or with the cache
+	 * off). Their waiters go on to a backend login, which may close other
+	 * entries: hence the walk from the head, after the parked ones are
+	 * gone so that no waiter takes one of those. */
+	while (all_head)
+		pool_close(all_head, reason, true);
 }
 
 void pool_reconfigure(void)

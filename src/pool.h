@@ -83,7 +83,8 @@ bool pool_take_promised(struct pool_waiter *w, struct conn *c, struct imap_track
 bool pool_make_room(unsigned in_use);
 /* Parked and cleaning connections. */
 unsigned pool_count(void);
-/* The backend changed (reload): close every parked connection. */
+/* The backend changed or the cache went off (reload): close every parked
+ * and cleaning connection. */
 void pool_flush(const char *reason);
 /* The ages may have changed (reload): re-arm the parked connections' timers. */
 void pool_reconfigure(void);

@@ -1018,6 +1018,7 @@ static void session_pool_ready(struct pool_waiter *w, bool ready)
 	if (ready && pool_take_promised(w, &s->be.conn, &s->track, server_io, s, &tk)) {
 		session_wait_stop(s, "reused");
 		session_reuse(s, &tk);
+		session_update(s);
 		return;
 	}
 	session_wait_stop(s, ready ? "not_clean" : "gone");

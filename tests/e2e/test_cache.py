@@ -595,6 +595,21 @@ def test_waiting_client_leaves(make_gate, dovecot, fresh_user, relay, how):
     assert logins_now(dovecot, user) == 1
 
 
+def test_backend_changed_while_a_login_waits(make_gate, dovecot, fresh_user, relay):
+    # The connection being cleaned belongs to the old backend: it is closed, and
+    # the waiting login goes to the new one at once.
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    g.write_config(server_port=dovecot.port)
+    g.reload()
+    assert_fresh(c.read_tagged("a", timeout=3))
+    wait_close(g, sid, reason="backend_changed", since=mark)
+    wait_end(g, waiter, sid, "gone", mark)
+    assert c.command("s", "SELECT INBOX")[-1].startswith(b"s OK ")
+    assert logins_now(dovecot, user) == 2
+    logout(c)
+
+
 def test_sigterm_while_a_login_waits(make_gate, dovecot, fresh_user, relay):
     user, pw = fresh_user
     g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)

@@ -445,8 +445,8 @@ static void session_close(struct session *s, const char *reason)
 			STATS_INC(STAT_TLS_HANDSHAKE_FAILURES_TOTAL);
 	}
 	session_wait_stop(s, "session_closed");
+	login_settled(s);
 	if (s->state == SS_LOGIN && !s->reused) {
-		login_settled(s);
 		backend_abort(&s->be);
 	} else if (s->state == SS_RELAY || s->state == SS_LOGIN) {
 		session_handoff_backend(s);
@@ -732,7 +732,9 @@ static void preauth_process(struct session *s)
 
 /* --- relay --------------------------------------------------------------- */
 
-static unsigned logins_in_progress; /* backend logins started and not done */
+/* Backend logins started and not done, and pooled connections taken and
+ * not yet answered (the relay counts them from then on). */
+static unsigned logins_in_progress;
 
 /* Backend connections held by sessions: relaying or logging in. */
 static unsigned backend_in_use(void)
@@ -964,6 +966,7 @@ static void login_timer_fire(struct loop_timer *t)
 	}
 	if (s->reused) {
 		/* A parked connection was taken: answer as a backend login would. */
+		login_settled(s);
 		preauth_login_done(s, BACKEND_OK, s->ok_text ? s->ok_text : "OK Logged in");
 		session_update(s);
 		return;
@@ -982,6 +985,9 @@ static void login_timer_fire(struct loop_timer *t)
 static void session_reuse(struct session *s, const struct pool_taken *tk)
 {
 	s->reused = true;
+	/* Counted for cache_size until the relay counts it. */
+	s->be_pending = true;
+	logins_in_progress++;
 	s->login_ms = tk->login_ms;
 	s->reuses = tk->reuses;
 	s->be.tls = tk->tls;

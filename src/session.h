@@ -63,7 +63,7 @@ struct session {
 	size_t bout_hold;      /* trailing bytes of bout held back (a command's head) */
 	bool logout_pending;   /* the client's LOGOUT is waiting for its commands' replies */
 	char logout_tag[TRACK_TAG_MAX + 1];
-	bool be_pending;       /* a backend login of ours is in progress */
+	bool be_pending;       /* counted in logins_in_progress (backend login, or a pooled connection not yet answered) */
 	bool reused;           /* the backend connection came from the pool */
 	uint64_t login_ms;     /* when the backend connection really logged in */
 	uint64_t login_start_ms; /* when this session's login began (for the log) */

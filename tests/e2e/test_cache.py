@@ -465,10 +465,10 @@ def start_waiting_login(g, user, pw, sid, since):
     return c, int(m.group(1))
 
 
-def login_waiting_for_cleaning(make_gate, relay, user, pw):
+def login_waiting_for_cleaning(make_gate, relay, user, pw, **config):
     """A gate behind the relay, a session that logged out into cleaning (sid) and a
     new client whose LOGIN waits for it: (gate, log mark, sid, client, its session)."""
-    g = cache_gate(make_gate, backend=relay.port)
+    g = cache_gate(make_gate, backend=relay.port, **config)
     mark = g.log_mark()
     sid = logout_into_cleaning(g, relay, user, pw)
     c, waiter = start_waiting_login(g, user, pw, sid, mark)
@@ -593,6 +593,24 @@ def test_waiting_client_leaves(make_gate, dovecot, fresh_user, relay, how):
     c, lines = login(g, user, pw)
     assert_reused(lines)
     assert logins_now(dovecot, user) == 1
+
+
+def test_cache_size_counts_the_cleaning_connection_once(make_gate, dovecot, fresh_user, relay):
+    # cache_size 2: the connection being cleaned is one, the login waiting for
+    # it holds none of its own, so one more backend login fits and no second.
+    user, pw = fresh_user
+    full = b"NO [UNAVAILABLE] Too many backend connections (cache_size), try again later\r\n"
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw, cache_size=2)
+    bob, lines = login(g, "bob", "bobpw")
+    assert_fresh(lines)
+    other = g.connect_greeted()
+    assert login_raw(other, "bob", "bobpw") == [b"a " + full]
+    relay.release()
+    assert_reused(c.read_tagged("a"))
+    assert sorted(e["state"] for e in pool(g)) == ["active", "active"]
+    assert login_raw(other, "bob", "bobpw", tag="b") == [b"b " + full]
+    logout(bob)
+    assert login_raw(other, "bob", "bobpw", tag="d")[-1].startswith(b"d OK ")
 
 
 def test_backend_changed_while_a_login_waits(make_gate, dovecot, fresh_user, relay):

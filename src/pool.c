@@ -8,7 +8,9 @@
  *
  * Lists: every live entry is on `all` (parked ones oldest first, so the
  * head is the first to evict); parked entries are also in a hash bucket by
- * user, newest first, so a login takes the warmest connection.
+ * user, newest first, so a login takes the warmest connection; cleaning
+ * ones are in a second table of the same kind, where a login that just
+ * missed its user's connection finds it (pool_wait).
  */
 #include "pool.h"
 
@@ -30,7 +32,8 @@ enum pool_state { PC_CLEANING, PC_PARKED, PC_CLOSED };
 
 struct pool_conn {
 	struct pool_conn *prev, *next;   /* `all`, in parking order */
-	struct pool_conn *bnext;         /* hash bucket (parked only) */
+	struct pool_conn *bnext;         /* hash bucket: `buckets` if parked, `cleaning` if cleaning */
+	struct pool_waiter *waiter;      /* the login this cleaning connection is promised to */
 	enum pool_state state;
 	struct conn conn;
 	struct imap_track track;
@@ -41,13 +44,14 @@ struct pool_conn {
 	uint64_t login_ms, parked_ms, session_id;
 	char ok_text[512];
 	bool tls, unselect, deselect_sent, done_sent;
+	bool ready;                      /* clean, offered to its waiter (pool_take_promised) */
 	unsigned reuses;
 	char out[POOL_OUT_MAX];          /* a command of ours not yet written */
 	size_t out_len;
 };
 
 static struct pool_conn *all_head, *all_tail, *closed_list;
-static struct pool_conn *buckets[POOL_BUCKETS];
+static struct pool_conn *buckets[POOL_BUCKETS], *cleaning[POOL_BUCKETS];
 static unsigned n_live, n_parked;
 
 bool pool_enabled(void)
@@ -89,14 +93,37 @@ static void all_append(struct pool_conn *e)
 	all_tail = e;
 }
 
-static void bucket_unlink(struct pool_conn *e)
+static void bucket_unlink(struct pool_conn **table, struct pool_conn *e)
 {
-	for (struct pool_conn **pp = &buckets[user_hash(e->user, e->user_len)]; *pp; pp = &(*pp)->bnext)
+	for (struct pool_conn **pp = &table[user_hash(e->user, e->user_len)]; *pp; pp = &(*pp)->bnext)
 		if (*pp == e) {
 			*pp = e->bnext;
 			e->bnext = NULL;
 			return;
 		}
+}
+
+static void bucket_push(struct pool_conn **table, struct pool_conn *e)
+{
+	uint32_t h = user_hash(e->user, e->user_len);
+
+	e->bnext = table[h];
+	table[h] = e;
+}
+
+/* The promise ends: the waiter is told (ready or gone) unless it left. */
+static void waiter_release(struct pool_conn *e, bool ready)
+{
+	struct pool_waiter *w = e->waiter;
+
+	if (w == NULL)
+		return;
+	e->waiter = NULL;
+	e->ready = ready;
+	w->done(w, ready);
+	/* Not taken within done: nobody may take it through w later. */
+	e->ready = false;
+	w->entry = NULL;
 }
 
 static void log_user(const struct pool_conn *e, char *out, size_t outsz)
@@ -121,15 +148,19 @@ static void pool_close(struct pool_conn *e, const char *reason, bool logout)
 	conn_close(srv.loop, &e->conn);
 	loop_timer_stop(srv.loop, &e->timer);
 	if (e->state == PC_PARKED) {
-		bucket_unlink(e);
+		bucket_unlink(buckets, e);
 		n_parked--;
 		STATS_DEC(STAT_SERVER_CONNECTIONS_RETAINED_CURRENT);
+	} else {
+		bucket_unlink(cleaning, e);
 	}
 	all_unlink(e);
 	n_live--;
 	e->state = PC_CLOSED;
 	e->next = closed_list;
 	closed_list = e;
+	/* Last: the waiter goes on to a backend login, which may evict. */
+	waiter_release(e, false);
 }
 
 void pool_reap(void)
@@ -223,19 +254,19 @@ static void pool_park(struct pool_conn *e)
 		pool_close(e, "max_age", true);
 		return;
 	}
+	imap_track_reset_session(&e->track);
+	/* Promised: straight to the waiting login, never parked. */
+	waiter_release(e, true);
+	if (e->state != PC_CLEANING)
+		return;
 	if (srv.cfg->cache_max_per_user && user_parked(e, &old) >= srv.cfg->cache_max_per_user)
 		pool_close(old, "max_per_user", true);
-	imap_track_reset_session(&e->track);
+	bucket_unlink(cleaning, e);
 	e->state = PC_PARKED;
 	e->parked_ms = now;
 	all_unlink(e);
 	all_append(e);
-	{
-		uint32_t h = user_hash(e->user, e->user_len);
-
-		e->bnext = buckets[h];
-		buckets[h] = e;
-	}
+	bucket_push(buckets, e);
 	n_parked++;
 	STATS_INC(STAT_SERVER_CONNECTIONS_RETAINED_CURRENT);
 	deadline = parked_deadline(e);
@@ -403,6 +434,7 @@ void pool_adopt(struct conn *c, const struct imap_track *t, const struct pool_ha
 	c->impl = NULL;
 	e->state = PC_CLEANING;
 	all_append(e);
+	bucket_push(cleaning, e);
 	n_live++;
 	loop_timer_start(srv.loop, &e->timer, (uint64_t)srv.cfg->backend_timeout * 1000);
 	if (!pool_enabled() || srv.shutting_down) {
@@ -411,6 +443,29 @@ void pool_adopt(struct conn *c, const struct imap_track *t, const struct pool_ha
 	}
 	/* Bytes may already wait (TLS holds decrypted ones): look now. */
 	pool_io(&e->conn.io, LOOP_READ);
+}
+
+/* The socket and its tracker move to a session; the entry is freed later. */
+static void hand_over(struct pool_conn *e, struct conn *c, struct imap_track *t,
+                      void (*fn)(struct loop_io *, unsigned), void *data, struct pool_taken *out)
+{
+	loop_timer_stop(srv.loop, &e->timer);
+	loop_io_del(srv.loop, &e->conn.io);
+	*c = e->conn;
+	c->io.fn = fn;
+	c->io.data = data;
+	*t = e->track;
+	out->login_ms = e->login_ms;
+	out->tls = e->tls;
+	out->reuses = e->reuses + 1;
+	memcpy(out->ok_text, e->ok_text, sizeof(out->ok_text));
+	e->conn.io.fd = -1;
+	e->conn.impl = NULL;
+	all_unlink(e);
+	n_live--;
+	e->state = PC_CLOSED;
+	e->next = closed_list;
+	closed_list = e;
 }
 
 bool pool_take(const char *user, size_t ulen, const uint8_t *pwhash, struct conn *c, struct imap_track *t,
@@ -443,26 +498,45 @@ bool pool_take(const char *user, size_t ulen, const uint8_t *pwhash, struct conn
 		e->bnext = NULL;
 		n_parked--;
 		STATS_DEC(STAT_SERVER_CONNECTIONS_RETAINED_CURRENT);
-		loop_timer_stop(srv.loop, &e->timer);
-		loop_io_del(srv.loop, &e->conn.io);
-		*c = e->conn;
-		c->io.fn = fn;
-		c->io.data = data;
-		*t = e->track;
-		out->login_ms = e->login_ms;
-		out->tls = e->tls;
-		out->reuses = e->reuses + 1;
-		memcpy(out->ok_text, e->ok_text, sizeof(out->ok_text));
-		e->conn.io.fd = -1;
-		e->conn.impl = NULL;
-		all_unlink(e);
-		n_live--;
-		e->state = PC_CLOSED;
-		e->next = closed_list;
-		closed_list = e;
+		hand_over(e, c, t, fn, data, out);
 		return true;
 	}
 	return false;
+}
+
+bool pool_wait(const char *user, size_t ulen, const uint8_t *pwhash, struct pool_waiter *w)
+{
+	for (struct pool_conn *e = cleaning[user_hash(user, ulen)]; e; e = e->bnext) {
+		/* The same test as pool_take's: another password never waits. */
+		if (e->waiter || e->user_len != ulen || memcmp(e->user, user, ulen) != 0 ||
+		    !credhash_equal(e->pwhash, pwhash))
+			continue;
+		e->waiter = w;
+		w->entry = e;
+		w->cleaning_session = e->session_id;
+		return true;
+	}
+	return false;
+}
+
+void pool_wait_cancel(struct pool_waiter *w)
+{
+	if (w->entry && w->entry->waiter == w)
+		w->entry->waiter = NULL;
+	w->entry = NULL;
+}
+
+bool pool_take_promised(struct pool_waiter *w, struct conn *c, struct imap_track *t,
+                        void (*fn)(struct loop_io *, unsigned), void *data, struct pool_taken *out)
+{
+	struct pool_conn *e = w->entry;
+
+	/* As pool_take: half a server line after the deselect's reply is not clean. */
+	if (e == NULL || !e->ready || e->state != PC_CLEANING || e->track.s_mid_line)
+		return false;
+	bucket_unlink(cleaning, e);
+	hand_over(e, c, t, fn, data, out);
+	return true;
 }
 
 bool pool_make_room(unsigned in_use)
@@ -486,6 +560,12 @@ void pool_flush(const char *reason)
 		if (e->state == PC_PARKED)
 			pool_close(e, reason, true);
 	}
+	/* Cleaning ones would park for the old backend (or with the cache
+	 * off). Their waiters go on to a backend login, which may close other
+	 * entries: hence the walk from the head, after the parked ones are
+	 * gone so that no waiter takes one of those. */
+	while (all_head)
+		pool_close(all_head, reason, true);
 }
 
 void pool_reconfigure(void)

@@ -41,6 +41,23 @@ struct pool_taken {
 	unsigned reuses;
 };
 
+struct pool_conn;
+
+/*
+ * A login waiting for a connection of its user that is still being cleaned
+ * (the same user's LOGOUT a moment ago). One cleaning connection is
+ * promised to at most one waiter. done is called once, from the pool's own
+ * event, unless the waiter cancels first: ready means the connection is
+ * clean and pool_take_promised hands it over (within done, or it parks as
+ * usual); otherwise it is gone (server closed, not clean, shutdown).
+ */
+struct pool_waiter {
+	void (*done)(struct pool_waiter *w, bool ready);
+	void *data;
+	struct pool_conn *entry;   /* the promised connection, NULL when not waiting */
+	uint64_t cleaning_session; /* its session, for the log */
+};
+
 /* Is the cache on (cache_size and cache_expiration_time non-zero)? */
 bool pool_enabled(void);
 /* Take over the connection c (moved out; c is left closed) with its
@@ -50,13 +67,24 @@ void pool_adopt(struct conn *c, const struct imap_track *t, const struct pool_ha
  * move it into *c (io callback fn/data) and fill *out. */
 bool pool_take(const char *user, size_t ulen, const uint8_t *pwhash, struct conn *c, struct imap_track *t,
                void (*fn)(struct loop_io *, unsigned), void *data, struct pool_taken *out);
+/* Wait for a connection of user, with the same password hash, that is
+ * being cleaned and not yet promised to another login: true when w now
+ * waits. */
+bool pool_wait(const char *user, size_t ulen, const uint8_t *pwhash, struct pool_waiter *w);
+/* The waiter gives up (its client left, its time is up): the connection
+ * parks as if nobody had waited. No-op when not waiting. */
+void pool_wait_cancel(struct pool_waiter *w);
+/* From done(w, true): move the promised connection into *c, as pool_take. */
+bool pool_take_promised(struct pool_waiter *w, struct conn *c, struct imap_track *t,
+                        void (*fn)(struct loop_io *, unsigned), void *data, struct pool_taken *out);
 /* Room for one more backend connection under cache_size (evicting the
  * oldest parked one if needed)? in_use counts connections held by sessions
  * (logged in or logging in). */
 bool pool_make_room(unsigned in_use);
 /* Parked and cleaning connections. */
 unsigned pool_count(void);
-/* The backend changed (reload): close every parked connection. */
+/* The backend changed or the cache went off (reload): close every parked
+ * and cleaning connection. */
 void pool_flush(const char *reason);
 /* The ages may have changed (reload): re-arm the parked connections' timers. */
 void pool_reconfigure(void);

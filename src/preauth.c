@@ -403,7 +403,7 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 	}
 	s->state = SS_PREAUTH;
 	STATS_INC(STAT_CLIENT_LOGIN_FAILURES_TOTAL);
-	if (r == BACKEND_UNAVAILABLE)
+	if (r == BACKEND_UNAVAILABLE && strcmp(s->be.reason, "shutdown") != 0)
 		STATS_INC(STAT_BACKEND_FAILURES_TOTAL);
 	switch (r) {
 	case BACKEND_REFUSED: {
@@ -442,6 +442,8 @@ void preauth_login_done(struct session *s, enum backend_result r, const char *te
 		if (strcmp(s->be.reason, "cache_full") == 0)
 			session_reply(s, "%s NO [UNAVAILABLE] Too many backend connections (cache_size), try again later",
 			              s->tag);
+		else if (strcmp(s->be.reason, "shutdown") == 0)
+			session_reply(s, "%s NO [UNAVAILABLE] Server shutting down", s->tag);
 		else
 			session_reply(s, "%s NO [UNAVAILABLE] Backend server unavailable", s->tag);
 		break;

@@ -34,6 +34,10 @@
 #define BOUT_CAP (32 * 1024)
 #define FLUSH_TIMEOUT_MS 5000
 #define SHUTDOWN_GRACE_MS 2000
+/* At most this long (and never past backend_timeout) a login waits for its
+ * user's connection still being cleaned: the deselect is one round trip,
+ * so a longer wait means a slow server, and a new login is the better bet. */
+#define POOL_WAIT_MAX_MS 2000
 
 /* --- connections per client address ---------------------------------- */
 
@@ -121,6 +125,7 @@ static void login_timer_fire(struct loop_timer *t);
 static void preauth_process(struct session *s);
 static void login_settled(struct session *s);
 static void session_handoff_backend(struct session *s);
+static void session_wait_stop(struct session *s, const char *result);
 
 void session_reply(struct session *s, const char *fmt, ...)
 {
@@ -617,8 +622,9 @@ static void session_close(struct session *s, const char *reason)
 		if (!s->tls_noted)
 			STATS_INC(STAT_TLS_HANDSHAKE_FAILURES_TOTAL);
 	}
+	session_wait_stop(s, "session_closed");
+	login_settled(s);
 	if (s->state == SS_LOGIN && !s->reused) {
-		login_settled(s);
 		backend_abort(&s->be);
 	} else if (s->state == SS_RELAY || s->state == SS_LOGIN) {
 		session_handoff_backend(s);
@@ -689,6 +695,12 @@ static bool client_wants_read(const struct session *s)
 	switch (s->state) {
 	case SS_PROXY:
 		return true;
+	case SS_LOGIN:
+		/* Waiting for the pool: read (into cin, for the relay) only to
+		 * see a client that leaves meanwhile. */
+		if (!s->pool_waiting)
+			return false;
+		/* fall through */
 	case SS_PREAUTH:
 	case SS_SASL:
 		return buf_len(&s->cout) < COUT_CAP / 2 && buf_space(&s->cin) > 0;
@@ -902,7 +914,9 @@ static void preauth_process(struct session *s)
 
 /* --- relay --------------------------------------------------------------- */
 
-static unsigned logins_in_progress; /* backend logins started and not done */
+/* Backend logins started and not done, and pooled connections taken and
+ * not yet answered (the relay counts them from then on). */
+static unsigned logins_in_progress;
 
 /* Backend connections held by sessions: relaying or logging in. */
 static unsigned backend_in_use(void)
@@ -1117,14 +1131,24 @@ void session_defer_reply(struct session *s, uint32_t delay_ms, bool close_after)
 	loop_timer_start(srv.loop, &s->login_timer, delay_ms);
 }
 
+static void session_login(struct session *s, bool may_wait);
+
 static void login_timer_fire(struct loop_timer *t)
 {
 	struct session *s = t->data;
 
 	if (s->state != SS_LOGIN)
 		return;
+	if (s->pool_waiting) {
+		/* The cleaning took too long: a backend login after all. */
+		session_wait_stop(s, "timeout");
+		session_login(s, false);
+		session_update(s);
+		return;
+	}
 	if (s->reused) {
 		/* A parked connection was taken: answer as a backend login would. */
+		login_settled(s);
 		preauth_login_done(s, BACKEND_OK, s->ok_text ? s->ok_text : "OK Logged in");
 		session_update(s);
 		return;
@@ -1139,23 +1163,95 @@ static void login_timer_fire(struct loop_timer *t)
 	session_update(s);
 }
 
+/* A pooled connection is now s->be.conn: answer as for a backend login. */
+static void session_reuse(struct session *s, const struct pool_taken *tk)
+{
+	s->reused = true;
+	/* Counted for cache_size until the relay counts it. */
+	s->be_pending = true;
+	logins_in_progress++;
+	s->login_ms = tk->login_ms;
+	s->reuses = tk->reuses;
+	s->be.tls = tk->tls;
+	free(s->ok_text);
+	s->ok_text = strdup(tk->ok_text);
+	/* Answered from the loop, as a backend login is. */
+	loop_timer_start(srv.loop, &s->login_timer, 0);
+}
+
+/* End a wait for the pool, if one runs (the promise is given back). */
+static void session_wait_stop(struct session *s, const char *result)
+{
+	char user[128];
+
+	if (!s->pool_waiting)
+		return;
+	s->pool_waiting = false;
+	pool_wait_cancel(&s->pool_wait);
+	log_sanitize(s->user ? s->user : "", s->user ? s->user_len : 0, user, sizeof(user));
+	log_info("event=pool_wait_end session=%llu user=%s cleaning_session=%llu result=%s waited_ms=%llu",
+	         (unsigned long long)s->id, user, (unsigned long long)s->pool_wait.cleaning_session, result,
+	         (unsigned long long)(loop_now(srv.loop) - s->pool_wait_ms));
+}
+
+/* The pool's answer to the wait: the connection, or a backend login now. */
+static void session_pool_ready(struct pool_waiter *w, bool ready)
+{
+	struct session *s = w->data;
+	struct pool_taken tk;
+
+	if (s->state != SS_LOGIN || !s->pool_waiting)
+		return;
+	loop_timer_stop(srv.loop, &s->login_timer);
+	if (ready && pool_take_promised(w, &s->be.conn, &s->track, server_io, s, &tk)) {
+		session_wait_stop(s, "reused");
+		session_reuse(s, &tk);
+		session_update(s);
+		return;
+	}
+	session_wait_stop(s, ready ? "not_clean" : "gone");
+	if (srv.shutting_down) {
+		/* The pool closes everything on SIGTERM: no new login now. */
+		snprintf(s->be.reason, sizeof(s->be.reason), "shutdown");
+		s->be.detail[0] = '\0';
+		preauth_login_done(s, BACKEND_UNAVAILABLE, "shutdown");
+	} else {
+		session_login(s, false);
+	}
+	session_update(s);
+}
+
 void session_start_login(struct session *s)
 {
 	s->state = SS_LOGIN;
 	s->login_start_ms = loop_now(srv.loop);
 	s->reused = false;
+	session_login(s, true);
+}
+
+/* A parked connection of this user; else (may_wait) the one being cleaned
+ * after its LOGOUT a moment ago; else a backend login. */
+static void session_login(struct session *s, bool may_wait)
+{
 	if (pool_enabled() && !srv.shutting_down) {
 		struct pool_taken tk;
 
 		if (pool_take(s->user, s->user_len, s->pwhash, &s->be.conn, &s->track, server_io, s, &tk)) {
-			s->reused = true;
-			s->login_ms = tk.login_ms;
-			s->reuses = tk.reuses;
-			s->be.tls = tk.tls;
-			free(s->ok_text);
-			s->ok_text = strdup(tk.ok_text);
-			/* Answered from the loop, as a backend login is. */
-			loop_timer_start(srv.loop, &s->login_timer, 0);
+			session_reuse(s, &tk);
+			return;
+		}
+		s->pool_wait.done = session_pool_ready;
+		s->pool_wait.data = s;
+		if (may_wait && pool_wait(s->user, s->user_len, s->pwhash, &s->pool_wait)) {
+			uint64_t cap = (uint64_t)srv.cfg->backend_timeout * 1000;
+			char user[128];
+
+			s->pool_waiting = true;
+			s->pool_wait_ms = loop_now(srv.loop);
+			loop_timer_start(srv.loop, &s->login_timer, cap < POOL_WAIT_MAX_MS ? cap : POOL_WAIT_MAX_MS);
+			log_sanitize(s->user, s->user_len, user, sizeof(user));
+			log_info("event=pool_wait session=%llu user=%s cleaning_session=%llu", (unsigned long long)s->id,
+			         user, (unsigned long long)s->pool_wait.cleaning_session);
 			return;
 		}
 		if (!pool_make_room(backend_in_use())) {
@@ -1400,6 +1496,7 @@ void session_shutdown_force(void)
 			(void)flush_buf(&s->be.conn, &s->bout, NULL);
 		}
 		if (s->state == SS_LOGIN) {
+			session_wait_stop(s, "shutdown");
 			login_settled(s);
 			backend_abort(&s->be);
 			s->state = SS_PREAUTH;

@@ -16,6 +16,7 @@
 #include "imap_parser.h"
 #include "imap_track.h"
 #include "loop.h"
+#include "pool.h"
 
 enum session_state {
 	SS_PROXY,   /* waiting for the PROXY header of a trusted balancer */
@@ -65,7 +66,7 @@ struct session {
 	size_t bout_hold;      /* trailing bytes of bout held back (a command's head) */
 	bool logout_pending;   /* the client's LOGOUT is waiting for its commands' replies */
 	char logout_tag[TRACK_TAG_MAX + 1];
-	bool be_pending;       /* a backend login of ours is in progress */
+	bool be_pending;       /* counted in logins_in_progress (backend login, or a pooled connection not yet answered) */
 	bool reused;           /* the backend connection came from the pool */
 	uint64_t login_ms;     /* when the backend connection really logged in */
 	uint64_t login_start_ms; /* when this session's login began (for the log) */
@@ -73,6 +74,9 @@ struct session {
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
 	bool traced;           /* relay bytes go to the protocol trace (trace.h) */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
+	struct pool_waiter pool_wait; /* waiting for this user's connection being cleaned */
+	bool pool_waiting;
+	uint64_t pool_wait_ms; /* when that wait began */
 	struct loop_timer login_timer; /* holds back a failure reply */
 	char deferred[600];    /* the reply the failure delay holds back */
 	bool deferred_close;   /* BYE after the deferred reply (now banned) */

@@ -18,7 +18,10 @@ import pwd
 import re
 import secrets
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -157,6 +160,82 @@ def assert_clean_session(c):
 
 def imap_processes(dovecot, user):
     return dovecot.imap_pids(user)
+
+
+class HoldingRelay:
+    """A TCP relay from imapgate to Dovecot that holds back the pool's deselect
+    (imapgate's line with the tag IGU) until release() or drop(): the cleaning
+    after a LOGOUT then lasts exactly as long as a test needs. drop() closes
+    that connection on both sides instead (the cleaning fails). Other bytes pass."""
+
+    def __init__(self, backend_port):
+        self.backend_port = backend_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held = threading.Event()
+        self.go = threading.Event()
+        self.dropping = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.sock.accept()
+                up = socket.create_connection(("127.0.0.1", self.backend_port), timeout=10)
+            except OSError:
+                return
+            self.socks += [down, up]
+            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+
+    def _pump(self, src, dst, from_gate):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                at = data.find(b"IGU ") if from_gate and not self.go.is_set() else -1
+                if at == 0 or (at > 0 and data[at - 1:at] == b"\n"):
+                    dst.sendall(data[:at])
+                    self.held.set()
+                    self.go.wait(30)
+                    if self.dropping:
+                        break
+                    data = data[at:]
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst) if self.dropping else (dst,):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait_held(self):
+        wait_for(self.held.is_set, 5, what="the pool's deselect, held by the relay")
+
+    def release(self):
+        self.go.set()
+
+    def drop(self):
+        self.dropping = True
+        self.go.set()
+
+    def close(self):
+        self.go.set()
+        for s in [self.sock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def relay(dovecot):
+    r = HoldingRelay(dovecot.port)
+    yield r
+    r.close()
 
 
 def owned_dir(path):
@@ -342,6 +421,207 @@ def test_max_per_user_keeps_one_parked(make_gate, dovecot, fresh_user):
     wait_close(g, s1, reason="max_per_user", since=mark)
     assert [(e["session"], e["state"]) for e in pool_of(g, user)] == [(str(s2), "parked")]
     dovecot_logged_out(dovecot, user, 1)
+
+
+# --------------------------------------------------------------------------
+# a login that arrives while its user's connection is still being cleaned
+
+
+def logout_into_cleaning(g, relay, user, pw):
+    """A session that pipelines SELECT, NOOP, LOGOUT; returns its session number once
+    the pool's deselect of its connection is held by the relay (cleaning, not parked)."""
+    c, lines = login(g, user, pw)
+    assert_fresh(lines)
+    sid = session_of(g, user)
+    c.send(b"a SELECT INBOX\r\nb NOOP\r\nc LOGOUT\r\n")
+    out = c.expect_closed(timeout=5)
+    assert b" EXISTS\r\n" in out and out.endswith(BYE + b"c OK Logout completed.\r\n"), out
+    relay.wait_held()
+    assert [e["state"] for e in pool_of(g, user)] == ["cleaning"]
+    return sid
+
+
+def start_waiting_login(g, user, pw, sid, since):
+    """A new client sends LOGIN; returns (client, its session) once it waits for sid's connection."""
+    c = g.connect_greeted()
+    c.sendline("a LOGIN %s %s" % (quote(user), quote(pw)))
+    m = g.wait_log(r"event=pool_wait session=(\d+) user=%s cleaning_session=%d$" % (re.escape(user), sid),
+                   since=since)
+    return c, int(m.group(1))
+
+
+def login_waiting_for_cleaning(make_gate, relay, user, pw, **config):
+    """A gate behind the relay, a session that logged out into cleaning (sid) and a
+    new client whose LOGIN waits for it: (gate, log mark, sid, client, its session)."""
+    g = cache_gate(make_gate, backend=relay.port, **config)
+    mark = g.log_mark()
+    sid = logout_into_cleaning(g, relay, user, pw)
+    c, waiter = start_waiting_login(g, user, pw, sid, mark)
+    return g, mark, sid, c, waiter
+
+
+def wait_end(g, waiter, sid, result, since):
+    """The pool_wait_end line of session waiter; returns waited_ms."""
+    m = g.wait_log(r"event=pool_wait_end session=%d user=\S+ cleaning_session=%d result=%s waited_ms=(\d+)$"
+                   % (waiter, sid, result), since=since)
+    return int(m.group(1))
+
+
+def test_login_during_cleaning_waits_for_it(make_gate, dovecot, fresh_user, relay):
+    # SELECT, NOOP, LOGOUT pipelined, and the same user logs in again while the
+    # pool's UNSELECT is still on its way: the login waits for that connection.
+    user, pw = fresh_user
+    dovecot.deliver(user)
+    g = cache_gate(make_gate, backend=relay.port)
+    mark = g.log_mark()
+    sid = logout_into_cleaning(g, relay, user, pw)
+    c = g.connect_greeted()
+    c.sendline("a LOGIN %s %s" % (quote(user), quote(pw)))
+    # Nothing for the client until the cleaning ends...
+    assert c.read_available(0.3) == b""
+    # ...because it waits for that connection.
+    m = g.wait_log(r"event=pool_wait session=(\d+) user=%s cleaning_session=%d$" % (re.escape(user), sid), since=mark)
+    waiter = int(m.group(1))
+    relay.release()
+    lines = c.read_tagged("a")
+    assert_reused(lines)
+    waited = wait_end(g, waiter, sid, "reused", mark)
+    assert waited >= 300, waited
+    # login_ms counts the wait.
+    m = g.wait_log(r"event=login session=%d user=%s .*backend=reused login_ms=(\d+)$" % (waiter, re.escape(user)),
+                   since=mark)
+    assert int(m.group(1)) >= waited, m.group(0)
+    assert "event=pool_park user=%s session=%d " % (user, sid) not in g.log_text()
+    assert pool_of(g, user, "parked") == [] and len(pool_of(g, user, "active")) == 1
+    assert_clean_session(c)
+    assert b"* 1 EXISTS\r\n" in c.command("s", "SELECT INBOX")
+    logout(c)
+    assert logins_now(dovecot, user) == 1
+
+
+def test_wrong_password_during_cleaning_does_not_wait(make_gate, dovecot, fresh_user, relay):
+    user, pw = fresh_user
+    dovecot.deliver(user)
+    g = cache_gate(make_gate, backend=relay.port)
+    mark = g.log_mark()
+    sid = logout_into_cleaning(g, relay, user, pw)
+    bad = register_secret("wrong-cleaning-" + secrets.token_hex(4))
+    c = g.connect_greeted()
+    # Answered by Dovecot while the cleaning is still held.
+    lines = login_raw(c, user, bad)
+    assert len(lines) == 1 and lines[0].startswith(b"a NO "), lines
+    assert g.log_lines("pool_wait", since=mark) == []
+    assert [e["state"] for e in pool_of(g, user)] == ["cleaning"]
+    relay.release()
+    wait_park(g, sid, since=mark)
+    lines = login_raw(c, user, pw, tag="b")
+    assert_reused(lines, tag="b")
+    assert logins_now(dovecot, user) == 1
+
+
+def test_second_login_does_not_wait_for_a_promised_connection(make_gate, dovecot, fresh_user, relay):
+    user, pw = fresh_user
+    g, mark, sid, c1, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    # The same user again: that connection is promised, so a backend login at once.
+    c2, lines = login(g, user, pw)
+    assert_fresh(lines)
+    assert len(g.log_lines("pool_wait", since=mark)) == 1
+    relay.release()
+    assert_reused(c1.read_tagged("a"))
+    wait_end(g, waiter, sid, "reused", mark)
+    assert logins_now(dovecot, user) == 2
+    logout(c1)
+    logout(c2)
+
+
+def test_cleaning_fails_while_a_login_waits(make_gate, dovecot, fresh_user, relay):
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    relay.drop()
+    # A backend login, at once.
+    lines = c.read_tagged("a", timeout=3)
+    assert_fresh(lines)
+    wait_close(g, sid, reason="server_closed", since=mark)
+    assert wait_end(g, waiter, sid, "gone", mark) < 3000
+    g.wait_log(r"event=login session=%d user=%s .*backend=new " % (waiter, re.escape(user)), since=mark)
+    assert c.command("s", "SELECT INBOX")[-1].startswith(b"s OK ")
+    assert logins_now(dovecot, user) == 2
+    logout(c)
+
+
+def test_login_waits_at_most_two_seconds(make_gate, dovecot, fresh_user, relay):
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    assert_fresh(c.read_tagged("a", timeout=4))
+    assert 2000 <= wait_end(g, waiter, sid, "timeout", mark) < 2500
+    # The connection nobody waits for any more parks as usual.
+    relay.release()
+    wait_park(g, sid, since=mark)
+    assert logins_now(dovecot, user) == 2
+    logout(c)
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_waiting_client_leaves(make_gate, dovecot, fresh_user, relay, how):
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    if how == "rst":
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    # Seen while waiting, not when the cleaning ends.
+    g.wait_log(r"event=disconnect session=%d .*reason=client_(eof|read_error|error) " % waiter, since=mark)
+    wait_end(g, waiter, sid, "session_closed", mark)
+    relay.release()
+    # The connection parks as if nobody had waited, and serves the next login.
+    wait_park(g, sid, since=mark)
+    assert "event=login session=%d " % waiter not in g.log_text()
+    c, lines = login(g, user, pw)
+    assert_reused(lines)
+    assert logins_now(dovecot, user) == 1
+
+
+def test_cache_size_counts_the_cleaning_connection_once(make_gate, dovecot, fresh_user, relay):
+    # cache_size 2: the connection being cleaned is one, the login waiting for
+    # it holds none of its own, so one more backend login fits and no second.
+    user, pw = fresh_user
+    full = b"NO [UNAVAILABLE] Too many backend connections (cache_size), try again later\r\n"
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw, cache_size=2)
+    bob, lines = login(g, "bob", "bobpw")
+    assert_fresh(lines)
+    other = g.connect_greeted()
+    assert login_raw(other, "bob", "bobpw") == [b"a " + full]
+    relay.release()
+    assert_reused(c.read_tagged("a"))
+    assert sorted(e["state"] for e in pool(g)) == ["active", "active"]
+    assert login_raw(other, "bob", "bobpw", tag="b") == [b"b " + full]
+    logout(bob)
+    assert login_raw(other, "bob", "bobpw", tag="d")[-1].startswith(b"d OK ")
+
+
+def test_backend_changed_while_a_login_waits(make_gate, dovecot, fresh_user, relay):
+    # The connection being cleaned belongs to the old backend: it is closed, and
+    # the waiting login goes to the new one at once.
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    g.write_config(server_port=dovecot.port)
+    g.reload()
+    assert_fresh(c.read_tagged("a", timeout=3))
+    wait_close(g, sid, reason="backend_changed", since=mark)
+    wait_end(g, waiter, sid, "gone", mark)
+    assert c.command("s", "SELECT INBOX")[-1].startswith(b"s OK ")
+    assert logins_now(dovecot, user) == 2
+    logout(c)
+
+
+def test_sigterm_while_a_login_waits(make_gate, dovecot, fresh_user, relay):
+    user, pw = fresh_user
+    g, mark, sid, c, waiter = login_waiting_for_cleaning(make_gate, relay, user, pw)
+    g.signal(signal.SIGTERM)
+    assert c.expect_closed(timeout=5) == b"a NO [UNAVAILABLE] Server shutting down\r\n* BYE Server shutting down\r\n"
+    assert g.wait_exit(timeout=5) == 0
+    wait_end(g, waiter, sid, "gone", mark)
+    assert re.search(r"event=pool_close user=%s session=%d reason=shutdown " % (re.escape(user), sid), g.log_text())
+    assert logins_now(dovecot, user) == 1
 
 
 # --------------------------------------------------------------------------

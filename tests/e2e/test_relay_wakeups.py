@@ -8,26 +8,15 @@ read-ahead buffer, the client buffer), pipelined between small commands,
 through a plain and a TLS backend, and want every byte within a bound.
 """
 
-import os
 import re
-import shutil
-import tempfile
 import time
 
 import pytest
 
 from harness import login_raw
-from tls_util import Certs, tls_dovecot
+from test_tls import certs  # noqa: F401 (the fixture)
+from tls_util import tls_dovecot
 
-
-@pytest.fixture(scope="module")
-def certs():
-    d = tempfile.mkdtemp(prefix="imapgate-lowat-")
-    os.chmod(d, 0o755)
-    try:
-        yield Certs(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 # Partial fetches <0.N> give literals of exactly N bytes from one message.
 SIZES = [1, 4095, 4096, 16383, 16384, 65535, 65536, 65537, 131071, 131072, 131073,

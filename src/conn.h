@@ -25,12 +25,16 @@ struct conn_ops {
 	/* Bytes (or an end) waiting inside the transport, which epoll will
 	 * not report: TLS records read ahead or partly returned. */
 	int (*pending)(const struct conn *c);
+	/* At most how many stream bytes the transport took from the socket
+	 * and has not returned yet (TLS: its read-ahead buffer). */
+	size_t (*held)(const struct conn *c);
 };
 
 struct conn {
 	struct loop_io io; /* io.fd is the socket; -1 when closed */
 	const struct conn_ops *ops;
 	void *impl;        /* transport state (SSL*), NULL for TCP */
+	unsigned lowat;    /* SO_RCVLOWAT set on the socket; 0 = the default (1) */
 };
 
 /* Take over fd (non-blocking, connected or connecting) as plain TCP. */
@@ -46,6 +50,11 @@ static inline int conn_is_open(const struct conn *c) { return c->io.fd != -1; }
 static inline unsigned conn_want(const struct conn *c) { return c->ops->want ? c->ops->want(c) : 0; }
 /* True when conn_read would return data without the socket being readable. */
 static inline int conn_pending(const struct conn *c) { return c->ops->pending ? c->ops->pending(c) : 0; }
+/* Upper bound of bytes read from the socket and not yet returned (0 for TCP). */
+static inline size_t conn_held(const struct conn *c) { return c->ops->held ? c->ops->held(c) : 0; }
+/* Wake for readability only once n bytes are queued (SO_RCVLOWAT; n <= 1:
+ * any byte). An end or error still wakes at once. No call when unchanged. */
+void conn_set_lowat(struct conn *c, unsigned n);
 /* Remove from the loop and close; safe on a closed conn. */
 void conn_close(struct loop *l, struct conn *c);
 

@@ -38,7 +38,7 @@ static void tcp_close(struct conn *c)
 	close(c->io.fd);
 }
 
-static const struct conn_ops tcp_ops = { tcp_read, tcp_write, tcp_close, NULL, NULL };
+static const struct conn_ops tcp_ops = { tcp_read, tcp_write, tcp_close, NULL, NULL, NULL };
 
 void conn_tcp_init(struct conn *c, int fd, loop_io_fn *fn, void *data)
 {
@@ -49,6 +49,21 @@ void conn_tcp_init(struct conn *c, int fd, loop_io_fn *fn, void *data)
 	c->io.data = data;
 	c->ops = &tcp_ops;
 	c->impl = NULL;
+	c->lowat = 0;
+}
+
+void conn_set_lowat(struct conn *c, unsigned n)
+{
+	int v = n > 1 ? (int)n : 1;
+
+	if (n <= 1)
+		n = 0;
+	if (c->io.fd == -1 || c->lowat == n)
+		return;
+	/* On failure the socket keeps its old mark, and so does c->lowat:
+	 * the next call tries again. */
+	if (setsockopt(c->io.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
+		c->lowat = n;
 }
 
 void conn_close(struct loop *l, struct conn *c)

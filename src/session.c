@@ -32,6 +32,8 @@
 
 #define COUT_CAP (256 * 1024)
 #define BOUT_CAP (32 * 1024)
+/* Wake-up size while a large server literal is still coming (relay_lowat). */
+#define RELAY_LOWAT (64 * 1024)
 #define FLUSH_TIMEOUT_MS 5000
 #define SHUTDOWN_GRACE_MS 2000
 /* At most this long (and never past backend_timeout) a login waits for its
@@ -737,6 +739,27 @@ static void session_check_pending(struct session *s)
 		session_schedule_pending(s);
 }
 
+/*
+ * While the tracker knows a server literal of at least RELAY_LOWAT more
+ * bytes is coming, wake for the backend socket only once that many are
+ * queued: a 5 MB body then costs ~80 wake-ups, not one per 4 KiB TLS
+ * record or TCP segment. Safe because the server sends the literal's
+ * bytes without waiting for anything from us, and the socket will carry at
+ * least the literal's remaining bytes less what the transport already took
+ * (ciphertext is never shorter than its plaintext; conn_held over-counts).
+ * An end or a reset wakes epoll whatever the mark; so does a closing
+ * receive window. Anything uncertain (no literal, the stream lost to
+ * COMPRESS, its last RELAY_LOWAT bytes) goes back to any byte.
+ */
+static unsigned relay_lowat(const struct session *s)
+{
+	const struct imap_track *t = &s->track;
+
+	if (t->lost || t->s_literal < RELAY_LOWAT)
+		return 1;
+	return t->s_literal - RELAY_LOWAT >= conn_held(&s->be.conn) ? RELAY_LOWAT : 1;
+}
+
 /* Set both sockets' interest from the buffers and the state. */
 static void session_update(struct session *s)
 {
@@ -777,6 +800,7 @@ static void session_update(struct session *s)
 		if (server_wants_read(s))
 			bw |= LOOP_READ;
 		bw |= conn_want(&s->be.conn);
+		conn_set_lowat(&s->be.conn, relay_lowat(s));
 		if (loop_io_set(srv.loop, &s->be.conn.io, bw) == -1) {
 			session_close(s, "epoll_error");
 			return;
@@ -966,6 +990,8 @@ static void session_handoff_backend(struct session *s)
 	h.reuses = s->reuses;
 	if (s->user == NULL)
 		imap_track_set_unclean(&s->track, "no_user");
+	/* The pool reads replies of any size: every byte wakes it. */
+	conn_set_lowat(&s->be.conn, 1);
 	pool_adopt(&s->be.conn, &s->track, &h);
 }
 

@@ -534,7 +534,24 @@ static int tls_pending(const struct conn *c)
 	return SSL_pending(ssl) > 0 || (!t->rd_blocked && SSL_has_pending(ssl));
 }
 
-static const struct conn_ops tls_ops = { tls_read, tls_write, tls_close, tls_want, tls_pending };
+/*
+ * OpenSSL does not say how many bytes its read-ahead buffer holds; it holds
+ * at most the buffer (TLS_READ_BUF, or one largest record if larger), and
+ * the decrypted bytes not yet returned sit in it too. Counted twice and
+ * with a whole record of slack, the bound errs on the high side only.
+ */
+static size_t tls_held(const struct conn *c)
+{
+	SSL *ssl = c->impl;
+	int p;
+
+	if (ssl == NULL)
+		return 0;
+	p = SSL_pending(ssl);
+	return TLS_READ_BUF + SSL3_RT_MAX_PACKET_SIZE + (p > 0 ? (size_t)p : 0);
+}
+
+static const struct conn_ops tls_ops = { tls_read, tls_write, tls_close, tls_want, tls_pending, tls_held };
 
 static SSL *start(struct conn *c, struct tls_ctx *ctx)
 {

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "hash.h"
 #include "listener.h"
@@ -135,6 +136,7 @@ static uint32_t key_hash(const struct banfilter_key *k)
  */
 
 static int helper_fd = -1;
+static pid_t helper_pid = -1;
 
 static void attach_all(const int *fds, size_t nfds, const struct banfilter_key *keys, size_t n)
 {
@@ -244,6 +246,10 @@ int banfilter_helper_start(void)
 	}
 	close(sv[1]);
 	helper_fd = sv[0];
+	helper_pid = pid;
+	/* Any exit, fatal() too, waits for the helper: once imapgate has
+	 * exited, no copy of its listeners holds the ports. */
+	atexit(banfilter_helper_stop);
 	return 0;
 }
 
@@ -252,6 +258,12 @@ void banfilter_helper_stop(void)
 	if (helper_fd != -1) {
 		close(helper_fd); /* the helper exits, and its listener copies close */
 		helper_fd = -1;
+	}
+	if (helper_pid > 0) {
+		/* It reads EOF and exits at once; nothing else reaps children. */
+		while (waitpid(helper_pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		helper_pid = -1;
 	}
 }
 

@@ -187,3 +187,23 @@ def test_unit_file_verifies(tmp_path):
     copy.write_text(unit.replace("/usr/sbin/imapgate", str(imapgate_binary(build_dir()))))
     r = subprocess.run([exe, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start imapgate as nobody")
+def test_started_as_proc_username_has_nothing_to_drop(make_gate, notify):
+    """As systemd's User=: an info line, no warning, and the service works."""
+    n = notify()
+    g = make_gate(start=False, proc_username="nobody", proc_groupname="nogroup")
+    with open(g.log_path, "ab") as logf:
+        g.proc = subprocess.Popen(
+            [str(g.binary), "-F", "-f", str(g.conf_path)], stdin=subprocess.DEVNULL, stdout=logf,
+            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(g.dir), user="nobody", group="nogroup",
+            extra_groups=[], env=dict(os.environ, NOTIFY_SOCKET=n.address),
+        )
+    g.wait_log(r"event=start ")
+    (line,) = g.log_lines("privileges")
+    assert re.search(r"user=nobody uid=\d+ gid=\d+ privileges=none_to_drop$", line), line
+    assert "warning" not in g.log_text()
+    n.wait("READY")
+    g.connect_greeted(timeout=3)
+    assert g.stop() == 0

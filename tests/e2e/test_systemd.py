@@ -207,3 +207,33 @@ def test_started_as_proc_username_has_nothing_to_drop(make_gate, notify):
     n.wait("READY")
     g.connect_greeted(timeout=3)
     assert g.stop() == 0
+
+
+def test_journal_stream_lines(make_gate, dovecot):
+    """stderr is the journal (JOURNAL_STREAM names it): "<prio>event=..." lines,
+    the journal adds time and pid; a JOURNAL_STREAM naming another file changes nothing."""
+    g = make_gate(start=False)
+    g.log_path.touch()
+    st = os.stat(g.log_path)
+    g.env = {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+    g.start()
+    c = g.connect_greeted()
+    c.command("a", "LOGIN nosuchuser wrongpw")
+    g.wait_log(r"^<\d>event=login_failed ")
+    lines = g.log_text().splitlines()
+    assert any(re.fullmatch(r"<6>event=start version=\S+ config=\S+ backend=\S+", ln) for ln in lines), lines
+    assert all(re.match(r"<[0-7]>event=", ln) for ln in lines), lines
+    (failed,) = [ln for ln in lines if "event=login_failed" in ln]
+    # contrib/fail2ban matches what its systemd backend makes of the entry
+    # ("HOST IDENT[PID]: MESSAGE"); the -F form with its own prefix did not.
+    if shutil.which("fail2ban-regex"):
+        entry = "mx imapgate[%d]: %s" % (g.pid(), failed[3:])
+        out = subprocess.run(["fail2ban-regex", "-o", "ip", entry,
+                              str(REPO / "contrib/fail2ban/filter.d/imapgate.conf")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.split() == ["127.0.0.1"], (entry, out.stdout, out.stderr)
+    g.stop()
+
+    other = make_gate(start=False, env={"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino + 1)})
+    other.start()
+    other.wait_log(r"^\S+ imapgate\[\d+\]: event=start ")

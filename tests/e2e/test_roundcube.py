@@ -261,6 +261,10 @@ def test_roundcube_plugin_sends_the_browser_address(make_gate, dovecot, fresh_us
     ok, _ = Browser(rc, "127.0.0.4", {"X-Forwarded-For": "198.51.100.9, 192.0.2.77"}).login(other, other_pw)
     assert ok
     g.wait_log(r"event=login .*user=%s client=127\.0\.0\.1:\d+ rip=192\.0\.2\.77 " % other)
+    # IPv6 too, past a trusted proxy given as a bracketed hop; canonicalised.
+    ok, _ = Browser(rc, "127.0.0.4", {"X-Forwarded-For": "2001:DB8:0::5, [127.0.0.4]"}).login(other, other_pw)
+    assert ok
+    g.wait_log(r"event=login .*user=%s client=127\.0\.0\.1:\d+ rip=2001:db8::5 " % other)
     log = g.log_text()
     assert "prefix=127.0.0.1/32" not in log and "192.0.2.1 " not in log
     assert "webmail_no_origin" not in log

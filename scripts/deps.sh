@@ -9,7 +9,8 @@
 set -u
 
 PACKAGES="libssl-dev libsqlite3-dev libcmocka-dev python3 python3-pytest
-dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl"
+dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl
+php-cli roundcube-core roundcube-sqlite3"
 
 installed() {
 	case "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" in

@@ -30,7 +30,7 @@ TOOL_SRCS  = $(wildcard tools/*.c)
 TOOL_BINS  = $(TOOL_SRCS:tools/%.c=$(BUILD)/%)
 FUZZ_SRCS  = $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit e2e check demo fuzz bench install clean
+.PHONY: all deps test unit e2e check demo fuzz bench install deb clean
 
 all: $(BUILD)/imapgate $(TOOL_BINS)
 
@@ -38,7 +38,7 @@ deps:
 	@sh scripts/deps.sh
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@
@@ -50,7 +50,7 @@ $(BUILD)/imapgate: $(BUILD)/obj/main.o $(BUILD)/libimapgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/%: tools/%.c $(BUILD)/libimapgate.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a $(LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libimapgate.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a -lcmocka $(LIBS)
@@ -101,6 +101,9 @@ bench: deps
 	$(MAKE) all $(BUILD)/loadgen
 	$(PYTHON) bench/run.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
+# The one version: src/version.h (also the Debian package's).
+VERSION := $(shell sed -n 's/^\#define IMAPGATE_VERSION "\(.*\)"$$/\1/p' src/version.h)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
@@ -115,6 +118,19 @@ install: all
 	# Not the guard's state directory (STATEDIR, the default guard_db's):
 	# imapgate creates it at start for proc_username; made here it would
 	# be root's.
+
+# The Debian package, built offline from a copy of the tree (dpkg-buildpackage
+# writes into the source's parent): build/deb/imapgate_$(VERSION)_<arch>.deb.
+# The copy's debian/changelog gets the version of src/version.h.
+DEB_SRC = build/deb/src
+deb:
+	@sh scripts/deps.sh deb
+	rm -rf build/deb && mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./build --exclude=./build-san --exclude=./.git --exclude='./build-*' \
+	  --exclude=__pycache__ . | tar -xf - -C $(DEB_SRC)
+	sed -i '1s/^imapgate ([^)]*)/imapgate ($(VERSION))/' $(DEB_SRC)/debian/changelog
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	@ls build/deb/imapgate_$(VERSION)_*.deb
 
 clean:
 	rm -rf build build-san

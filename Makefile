@@ -120,17 +120,19 @@ install: all
 	# be root's.
 
 # The Debian package, built offline from a copy of the tree (dpkg-buildpackage
-# writes into the source's parent): build/deb/imapgate_$(VERSION)_<arch>.deb.
-# The copy's debian/changelog gets the version of src/version.h.
-DEB_SRC = build/deb/src
+# writes into the source's parent): $(DEB_DIR)/imapgate_$(VERSION)_<arch>.deb.
+# The copy's debian/changelog gets the version of src/version.h. Never a
+# sanitized package: the outer make's variables (SANITIZE=1) stay out.
+DEB_DIR ?= build/deb
 deb:
 	@sh scripts/deps.sh deb
-	rm -rf build/deb && mkdir -p $(DEB_SRC)
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
 	tar -cf - --exclude=./build --exclude=./build-san --exclude=./.git --exclude='./build-*' \
-	  --exclude=__pycache__ . | tar -xf - -C $(DEB_SRC)
-	sed -i '1s/^imapgate ([^)]*)/imapgate ($(VERSION))/' $(DEB_SRC)/debian/changelog
-	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
-	@ls build/deb/imapgate_$(VERSION)_*.deb
+	  --exclude=__pycache__ . | tar -xf - -C $(DEB_DIR)/src
+	sed -i '1s/^imapgate ([^)]*)/imapgate ($(VERSION))/' $(DEB_DIR)/src/debian/changelog
+	cd $(DEB_DIR)/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE -u BUILD \
+	  dpkg-buildpackage -us -uc -b
+	@ls $(DEB_DIR)/imapgate_$(VERSION)_*.deb
 
 clean:
 	rm -rf build build-san

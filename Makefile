@@ -5,12 +5,14 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
 STATEDIR ?= /var/lib/imapgate
+CONFFILE ?= /etc/imapgate.conf
 DESTDIR ?=
 FUZZ_SECONDS ?= 20
 
 WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"'
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"' \
+           -DCONFIG_DEFAULT_PATH='"$(CONFFILE)"'
 LIBS     = -lssl -lcrypto -lsqlite3 -lpthread
 
 ifeq ($(SANITIZE),1)

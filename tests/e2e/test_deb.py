@@ -140,6 +140,9 @@ def test_deb_installs_without_a_backend(installed):
 def test_deb_config_checks(installed):
     r = _run(["/usr/sbin/imapgate", "-t", "-f", CONF])
     assert r.returncode == 0, r.stdout + r.stderr
+    # The packaged binary's default file is the conffile.
+    r = _run(["/usr/sbin/imapgate", "-t"])
+    assert r.returncode == 0 and CONF in r.stdout + r.stderr, r.stdout + r.stderr
     # As systemd starts it: User=imapgate.
     r = _run(["setpriv", "--reuid", "imapgate", "--regid", "imapgate", "--init-groups",
               "/usr/sbin/imapgate", "-t", "-f", CONF])
@@ -177,8 +180,11 @@ def test_deb_serves_as_imapgate_user(installed, dovecot, fresh_user):
         for path in ("/var/lib/imapgate/guard.db", "/run/imapgate/stats", "/run/imapgate/ctl.sock"):
             wait_for(lambda p=path: os.path.exists(p), 5, what=path)
             assert os.stat(path).st_uid == uid, path
-        r = _run(["/usr/bin/imapgate-ctl", "-s", "/run/imapgate/ctl.sock", "status"])
+        # Without -f the tools read the conffile, which names the same socket and counters.
+        r = _run(["/usr/bin/imapgate-ctl", "status"])
         assert r.returncode == 0, r.stdout + r.stderr
+        r = _run(["/usr/bin/imapgate-stat", "-c"])
+        assert r.returncode == 0 and r.stdout, r.stdout + r.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     except BaseException:

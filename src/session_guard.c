@@ -522,7 +522,9 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 		*close_after = true;
 	if (r.status == GUARD_IGNORED || r.status == GUARD_TRUSTED)
 		return 0;
-	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	/* Jitter only: without entropy the delay is just not random. */
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = 0;
 	{
 		/* A distributed guess at one user: its failures slow down. */
 		uint32_t d = guard_failure_delay(guard, rnd);

@@ -5,12 +5,14 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
 STATEDIR ?= /var/lib/imapgate
+CONFFILE ?= /etc/imapgate.conf
 DESTDIR ?=
 FUZZ_SECONDS ?= 20
 
 WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"'
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"' \
+           -DCONFIG_DEFAULT_PATH='"$(CONFFILE)"'
 LIBS     = -lssl -lcrypto -lsqlite3 -lpthread
 
 ifeq ($(SANITIZE),1)
@@ -30,7 +32,7 @@ TOOL_SRCS  = $(wildcard tools/*.c)
 TOOL_BINS  = $(TOOL_SRCS:tools/%.c=$(BUILD)/%)
 FUZZ_SRCS  = $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit e2e check demo fuzz bench install clean
+.PHONY: all deps test unit e2e check demo fuzz bench install deb clean
 
 all: $(BUILD)/imapgate $(TOOL_BINS)
 
@@ -38,7 +40,7 @@ deps:
 	@sh scripts/deps.sh
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@
@@ -50,7 +52,7 @@ $(BUILD)/imapgate: $(BUILD)/obj/main.o $(BUILD)/libimapgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/%: tools/%.c $(BUILD)/libimapgate.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a $(LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libimapgate.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libimapgate.a -lcmocka $(LIBS)
@@ -101,6 +103,9 @@ bench: deps
 	$(MAKE) all $(BUILD)/loadgen
 	$(PYTHON) bench/run.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
+# The one version: src/version.h (also the Debian package's).
+VERSION := $(shell sed -n 's/^\#define IMAPGATE_VERSION "\(.*\)"$$/\1/p' src/version.h)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
@@ -115,6 +120,21 @@ install: all
 	# Not the guard's state directory (STATEDIR, the default guard_db's):
 	# imapgate creates it at start for proc_username; made here it would
 	# be root's.
+
+# The Debian package, built offline from a copy of the tree (dpkg-buildpackage
+# writes into the source's parent): $(DEB_DIR)/imapgate_$(VERSION)_<arch>.deb.
+# The copy's debian/changelog gets the version of src/version.h. Never a
+# sanitized package: the outer make's variables (SANITIZE=1) stay out.
+DEB_DIR ?= build/deb
+deb:
+	@sh scripts/deps.sh deb
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	tar -cf - --exclude=./build --exclude=./build-san --exclude=./.git --exclude='./build-*' \
+	  --exclude=__pycache__ . | tar -xf - -C $(DEB_DIR)/src
+	sed -i '1s/^imapgate ([^)]*)/imapgate ($(VERSION))/' $(DEB_DIR)/src/debian/changelog
+	cd $(DEB_DIR)/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE -u BUILD \
+	  dpkg-buildpackage -us -uc -b
+	@ls $(DEB_DIR)/imapgate_$(VERSION)_*.deb
 
 clean:
 	rm -rf build build-san

@@ -6,10 +6,18 @@
 # /usr/sbin/policy-rc.d that forbids starting services, so installing
 # dovecot or imapproxy never starts a system daemon. Not root: prints the
 # command to run and exits 1.
+#
+# "deps.sh deb": only what "make deb" needs (the package's Build-Depends and
+# dpkg-buildpackage). The full list has them too, for tests/e2e/test_deb.py.
 set -u
 
-PACKAGES="libssl-dev libsqlite3-dev libcmocka-dev python3 python3-pytest
-dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl"
+DEB_PACKAGES="libssl-dev libsqlite3-dev debhelper dpkg-dev"
+PACKAGES="$DEB_PACKAGES libcmocka-dev python3 python3-pytest
+dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl
+php-cli roundcube-core roundcube-sqlite3"
+if [ "${1:-}" = deb ]; then
+	PACKAGES=$DEB_PACKAGES
+fi
 
 installed() {
 	case "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" in

@@ -16,7 +16,11 @@
 
 #include "addr.h"
 
+/* The file read without -f, by imapgate and its tools (make CONFFILE=...;
+ * the Debian package's is /etc/imapgate/imapgate.conf). */
+#ifndef CONFIG_DEFAULT_PATH
 #define CONFIG_DEFAULT_PATH "/etc/imapgate.conf"
+#endif
 /* The state directory (make STATEDIR=...) and the default guard_db in it;
  * imapgate creates the directory at start when it is missing. */
 #ifndef CONFIG_STATE_DIR

@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -46,8 +47,11 @@ void credhash(const char *user, size_t ulen, const char *pass, size_t plen, uint
 	if (ctx == NULL || HMAC_Init_ex(ctx, key, sizeof(key), EVP_sha256(), NULL) != 1 ||
 	    HMAC_Update(ctx, (const uint8_t *)user, ulen) != 1 || HMAC_Update(ctx, &sep, 1) != 1 ||
 	    HMAC_Update(ctx, (const uint8_t *)pass, plen) != 1 || HMAC_Final(ctx, out, &len) != 1) {
-		/* Never let two different passwords compare equal by accident. */
-		(void)getrandom(out, CREDHASH_LEN, 0);
+		/* Never let two different passwords compare equal by accident.
+		 * 32 bytes from a ready pool do not fail; if they ever did, a
+		 * known value could match: stop rather than risk it. */
+		if (getrandom(out, CREDHASH_LEN, 0) != (ssize_t)CREDHASH_LEN)
+			abort();
 	}
 	HMAC_CTX_free(ctx);
 #pragma GCC diagnostic pop

@@ -1065,6 +1065,27 @@ int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char 
 	return 0;
 }
 
+int guard_record_user_failure(struct guard *g, const char *user, uint64_t now,
+                              struct guard_failure_result *r)
+{
+	uint64_t uh = user_hash(g, user);
+	struct guser *u;
+
+	memset(r, 0, sizeof *r);
+	r->status = GUARD_USER_ONLY;
+	u = user_get(g, user, uh, now);
+	if (!u)
+		return -1;
+	lru_touch(&g->users, &u->node, now);
+	hits_prune(&u->hits, now, g->p.findtime);
+	hits_add(&u->hits, now);
+	g->st.failures_total++;
+	g->st.failures_counted++;
+	r->user_failures = hits_count(&u->hits, now, g->p.findtime);
+	r->user_delay_ms = user_delay(g, r->user_failures);
+	return 0;
+}
+
 int guard_record_success(struct guard *g, const struct sockaddr *sa, const char *user,
                          uint64_t now)
 {
@@ -1364,6 +1385,8 @@ const char *guard_status_name(enum guard_status s)
 		return "trusted";
 	case GUARD_IGNORED:
 		return "ignored";
+	case GUARD_USER_ONLY:
+		return "user_only";
 	}
 	return "?";
 }

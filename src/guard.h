@@ -66,6 +66,7 @@ enum guard_status {
 	GUARD_DUPLICATE, /* same user, same password hash, same prefix within findtime */
 	GUARD_TRUSTED,   /* the prefix logged in as this user within trust_time */
 	GUARD_IGNORED,   /* address in guard_ignore: nothing recorded */
+	GUARD_USER_ONLY, /* no client address known: counted for the user only */
 };
 const char *guard_status_name(enum guard_status s); /* "counted", "duplicate", ... */
 
@@ -191,6 +192,15 @@ struct guard_failure_result {
 int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char *user,
                          const uint8_t *pwhash, const char *reason, uint64_t now,
                          struct guard_failure_result *r);
+
+/*
+ * A failed login whose client address is unknown (a trusted webmail host
+ * that sent no x-originating-ip): counted for the user only, so the user's
+ * slow-down applies, and no prefix is counted or banned. No event (memory
+ * only). Returns 0, or -1 when out of memory.
+ */
+int guard_record_user_failure(struct guard *g, const char *user, uint64_t now,
+                              struct guard_failure_result *r);
 
 /* A successful login: trusts sa's prefix for user for trust_time. 0 / -1. */
 int guard_record_success(struct guard *g, const struct sockaddr *sa, const char *user,

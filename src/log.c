@@ -1,5 +1,6 @@
 /*
- * log — event lines to syslog or stderr.
+ * log — event lines to syslog or stderr (in the journal's form when stderr
+ * is systemd's journal stream).
  *
  * Callers build "key=value" lines; this module only routes them and keeps
  * them on one line. It must never be handed a password, and it never
@@ -13,13 +14,33 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static bool log_stderr = true;
+static bool log_journal; /* stderr is systemd's journal stream */
 static int log_maxprio = LOG_DEBUG;
+
+/*
+ * systemd sets JOURNAL_STREAM to "dev:ino" of the stream it gave as stderr.
+ * Only when fd 2 still is that stream (not redirected by a wrapper) do the
+ * lines go in the journal's own form.
+ */
+static bool stderr_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char end;
+
+	if (v == NULL || sscanf(v, "%llu:%llu%c", &dev, &ino, &end) != 2 || fstat(2, &st) == -1)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_open(bool to_stderr, int facility, int max_priority)
 {
 	log_stderr = to_stderr;
+	log_journal = to_stderr && stderr_is_journal();
 	log_maxprio = max_priority;
 	if (!to_stderr) {
 		openlog("imapgate", LOG_PID | LOG_NDELAY, facility);
@@ -48,7 +69,10 @@ static void log_vmsg(int prio, const char *fmt, va_list ap)
 	for (char *p = line; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
-	if (log_stderr) {
+	if (log_journal) {
+		/* "<prio>" keeps the priority; the journal adds time, name and pid. */
+		fprintf(stderr, "<%d>%s\n", prio, line);
+	} else if (log_stderr) {
 		/* A timestamp as syslog would add: fail2ban and people read these. */
 		char ts[40];
 		time_t now = time(NULL);

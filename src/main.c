@@ -8,6 +8,8 @@
  * It must never keep running as root after the listeners are bound.
  */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -29,6 +32,7 @@
 #include "pool.h"
 #include "preflight.h"
 #include "metrics.h"
+#include "notify.h"
 #include "stats.h"
 #include "tls.h"
 #include "trace.h"
@@ -38,9 +42,10 @@
 
 static struct loop_io sig_io;
 static struct loop_timer shutdown_timer, probe_timer, pending_timer;
+static struct loop_timer watchdog_timer, status_timer;
 static struct backend probe;
 static unsigned probe_tries;
-static bool probe_running, accepting;
+static bool probe_running, accepting, notified_ready;
 static const char *pidfile;
 
 static void report_stderr(void *ctx, const char *msg)
@@ -73,6 +78,59 @@ static void usage(void)
 	                "  -p PIDFILE  write the process id to PIDFILE\n"
 	                "  -V          print the version and exit\n");
 	exit(2);
+}
+
+/* --- service manager notifications (notify.c) -------------------------- */
+
+#define STATUS_INTERVAL_MS 5000
+
+static void notify_status_text(char *buf, size_t sz)
+{
+	snprintf(buf, sz, "STATUS=sessions=%u parked=%u bans=%llu", srv.n_sessions, pool_count(),
+	         (unsigned long long)stats_get(STAT_GUARD_BANS_ACTIVE));
+}
+
+/* READY=1 (start or end of a reload) with the current status line. */
+static void notify_ready(void)
+{
+	char st[160];
+
+	notify_status_text(st, sizeof(st));
+	notify_send("READY=1\n%s", st);
+	notified_ready = true;
+}
+
+/* Every few seconds, when the numbers changed. */
+static void status_tick(struct loop_timer *t)
+{
+	static char last[160];
+	char st[160];
+
+	notify_status_text(st, sizeof(st));
+	if (strcmp(st, last) != 0) {
+		notify_send("%s", st);
+		memcpy(last, st, sizeof(last));
+	}
+	loop_timer_start(srv.loop, t, STATUS_INTERVAL_MS);
+}
+
+/* From the loop, so that a wedged loop stops the keep-alives. */
+static void watchdog_tick(struct loop_timer *t)
+{
+	notify_send("WATCHDOG=1");
+	loop_timer_start(srv.loop, t, notify_watchdog_ms());
+}
+
+static void notify_start_timers(void)
+{
+	if (!notify_enabled())
+		return;
+	status_timer.fn = status_tick;
+	loop_timer_start(srv.loop, &status_timer, STATUS_INTERVAL_MS);
+	if (notify_watchdog_ms()) {
+		watchdog_timer.fn = watchdog_tick;
+		loop_timer_start(srv.loop, &watchdog_timer, notify_watchdog_ms());
+	}
 }
 
 /* --- backend probe: capabilities at start, retried as imapproxy does --- */
@@ -112,6 +170,9 @@ static void probe_done(struct backend *b, enum backend_result r, const char *tex
 	if (!accepting && !srv.shutting_down) {
 		accepting = true;
 		listener_enable(1);
+		/* Ready means a client gets its greeting now. */
+		if (!notified_ready)
+			notify_ready();
 	}
 }
 
@@ -145,6 +206,7 @@ static void begin_shutdown(void)
 	if (srv.shutting_down)
 		return;
 	srv.shutting_down = true;
+	notify_send("STOPPING=1");
 	log_info("event=shutdown sessions=%u timeout=%u", srv.n_sessions, srv.cfg->shutdown_timeout);
 	listener_close_all();
 	banfilter_helper_stop();
@@ -213,7 +275,7 @@ static void warn_unsupported(const struct config *c)
 		         "warning=\"the SELECT cache is not implemented: every SELECT goes to the server\"");
 }
 
-static void reload(void)
+static void reload_config(void)
 {
 	struct config *ncfg = NULL;
 	struct addrinfo *ai;
@@ -283,6 +345,23 @@ static void reload(void)
 	session_guard_reload();
 	warn_unsupported(srv.cfg);
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
+}
+
+/* The manager is told of every reload (SIGHUP or the control command);
+ * READY=1 follows whether or not the new config was taken. */
+static void reload(void)
+{
+	struct timespec ts;
+	bool tell = notified_ready && !srv.shutting_down;
+
+	if (tell) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		notify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
+		            (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+	}
+	reload_config();
+	if (tell)
+		notify_ready();
 }
 
 static void signal_io(struct loop_io *io, unsigned ev)
@@ -356,9 +435,33 @@ static const char *ctl_reload(int argc, char **argv, bool json, struct strbuf *o
 
 /* --- process set-up ----------------------------------------------------- */
 
+/* Started as proc_username already (a systemd User=): nothing to drop. */
+static bool already_user(const struct config *cfg)
+{
+	const struct passwd *pw;
+
+	if (cfg->proc_username == NULL || cfg->chroot_directory)
+		return false;
+	pw = getpwuid(geteuid());
+	if (pw == NULL || strcmp(pw->pw_name, cfg->proc_username) != 0)
+		return false;
+	if (cfg->proc_groupname) {
+		const struct group *gr = getgrgid(getegid());
+
+		if (gr == NULL || strcmp(gr->gr_name, cfg->proc_groupname) != 0)
+			return false;
+	}
+	return true;
+}
+
 static void drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
 {
 	if (geteuid() != 0) {
+		if (already_user(cfg)) {
+			log_info("event=privileges user=%s uid=%u gid=%u privileges=none_to_drop", cfg->proc_username,
+			         (unsigned)geteuid(), (unsigned)getegid());
+			return;
+		}
 		if (cfg->proc_username || cfg->chroot_directory)
 			log_warn("event=privileges warning=\"not started as root: proc_username, proc_groupname "
 			         "and chroot_directory are ignored\"");
@@ -481,6 +584,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_open(foreground, srv.cfg->syslog_facility, srv.cfg->syslog_prioritymask);
+	{
+		char err[300];
+
+		/* Not fatal: the service manager notices the missing READY=1. */
+		if (notify_init(err, sizeof(err)) == -1)
+			log_warn("event=notify_error error=\"%s\"", err);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked before any thread exists (the SQLite writer), so that only
 	 * the loop's signalfd ever sees them. */
@@ -542,6 +652,7 @@ int main(int argc, char **argv)
 	session_register_control();
 	admin_register_control();
 	control_start();
+	notify_start_timers();
 	probe_start();
 	if (loop_run(srv.loop) == -1)
 		fatal("event=loop_failed error=\"%s\"", strerror(errno));
@@ -555,6 +666,7 @@ int main(int argc, char **argv)
 	if (probe_running)
 		backend_abort(&probe);
 	log_info("event=stop");
+	notify_close();
 	if (pidfile)
 		(void)unlink(pidfile);
 	if (srv.backend_ai)

@@ -420,6 +420,49 @@ bool session_guard_banned(const struct sockaddr *sa)
 	return guard_on() && guard_check_connect(guard, sa, now_s(), &expiry);
 }
 
+/*
+ * A trusted webmail host that sent no x-originating-ip: its own address
+ * stands for all its users, so it is never counted (it would get itself
+ * banned, or, in guard_ignore, its users' failures would go unseen); its
+ * failures count per user only. This wins over guard_ignore, which holds
+ * loopback by default, where webmail often runs.
+ */
+static bool webmail_no_origin(const struct session *s)
+{
+	return !s->has_origin && cidr_list_match(&srv.cfg->trusted_webmail, (const struct sockaddr *)&s->peer);
+}
+
+/* Warned hosts: once per host per hour, a small table is plenty (few webmails). */
+#define WEBMAIL_WARN_SLOTS 16
+#define WEBMAIL_WARN_EVERY 3600
+
+static void webmail_warn_no_origin(const struct session *s)
+{
+	static struct {
+		char ip[ADDR_STRLEN];
+		uint64_t t;
+	} warned[WEBMAIL_WARN_SLOTS];
+	uint64_t now = now_s();
+	size_t slot = 0;
+
+	for (size_t i = 0; i < WEBMAIL_WARN_SLOTS; i++) {
+		if (strcmp(warned[i].ip, s->peer_ip) == 0) {
+			if (now - warned[i].t < WEBMAIL_WARN_EVERY)
+				return;
+			slot = i;
+			break;
+		}
+		if (warned[i].t < warned[slot].t)
+			slot = i; /* the oldest (or an empty) slot */
+	}
+	snprintf(warned[slot].ip, sizeof(warned[slot].ip), "%s", s->peer_ip);
+	warned[slot].t = now;
+	log_warn("event=webmail_no_origin host=%s hint=\"this trusted_webmail host sent no ID x-originating-ip "
+	            "before login: its failed logins are counted per user only and no browser address can be "
+	            "banned; make the webmail send it (Roundcube: install contrib/roundcube/imapgate_origin)\"",
+	            s->peer_ip);
+}
+
 bool session_guard_before_login(struct session *s)
 {
 	struct guard_verdict v;
@@ -429,6 +472,8 @@ bool session_guard_before_login(struct session *s)
 	if (!guard_on())
 		return true;
 	guard_user(s, user, sizeof(user));
+	if (webmail_no_origin(s))
+		webmail_warn_no_origin(s);
 	guard_check_login(guard, session_client_addr(s), user, now_s(), &v);
 	if (v.banned) {
 		char u[160];
@@ -462,7 +507,9 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 	guard_user(s, user, sizeof(user));
 	holding = true;
 	held_line[0] = '\0';
-	if (guard_record_failure(guard, session_client_addr(s), user, s->pwhash, reason, now_s(), &r) == -1) {
+	if (webmail_no_origin(s) ? guard_record_user_failure(guard, user, now_s(), &r) == -1
+	                         : guard_record_failure(guard, session_client_addr(s), user, s->pwhash, reason,
+	                                                now_s(), &r) == -1) {
 		holding = false;
 		snprintf(note, notesz, " guard=error");
 		return 0;
@@ -475,7 +522,9 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
 		*close_after = true;
 	if (r.status == GUARD_IGNORED || r.status == GUARD_TRUSTED)
 		return 0;
-	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	/* Jitter only: without entropy the delay is just not random. */
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = 0;
 	{
 		/* A distributed guess at one user: its failures slow down. */
 		uint32_t d = guard_failure_delay(guard, rnd);

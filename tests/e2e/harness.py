@@ -863,8 +863,10 @@ class Imapgate:
     g = Imapgate(backend_port=dovecot.port, max_bad_commands=1); g.start(); ... g.stop()
     """
 
-    def __init__(self, backend_port=None, text=None, build=None, ipv6=None, tmpdir=None, **config):
+    def __init__(self, backend_port=None, text=None, build=None, ipv6=None, tmpdir=None, env=None, **config):
         self.build = Path(build or build_dir()).resolve()
+        # Extra environment variables for the process (e.g. NOTIFY_SOCKET).
+        self.env = env
         self.binary = imapgate_binary(self.build)
         self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="imapgate-gate-"))
         # The daemon drops to proc_username and re-reads its config on SIGHUP.
@@ -942,6 +944,7 @@ class Imapgate:
                 [str(self.binary), "-F", "-f", str(self.conf_path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=str(self.dir),
+                env=dict(os.environ, **self.env) if self.env else None,
             )
         finally:
             logf.close()

@@ -42,6 +42,9 @@ def test_fail2ban_regex_matches_exactly_the_failures(make_gate, dovecot, fresh_u
     c.command("i", 'ID ("x-originating-ip" "192.0.2.80")')
     fail(c)
     expected.append("192.0.2.80")
+    # The same host without an origin: counted per user, never the host's address.
+    fail(g.connect_greeted(src="127.0.0.20"))
+    g.wait_log(r"event=login_failed .*rip=127\.0\.0\.20 reason=auth_failed guard=user_only")
     # Behind a balancer: the PROXY source, IPv6 too.
     c = RawClient("127.0.0.1", pport)
     g.clients.append(c)

@@ -836,6 +836,37 @@ static void test_restore(void **state)
 	guard_free(&g);
 }
 
+/* No client address (webmail without origin): the user counts, no prefix. */
+static void test_user_only_failure(void **state)
+{
+	(void)state;
+	struct events e;
+	struct guard *g = mk_default(&e);
+	struct guard_failure_result r;
+	struct guard_stats st;
+
+	for (unsigned i = 1; i <= 12; i++) {
+		assert_int_equal(guard_record_user_failure(g, "ivan", now, &r), 0);
+		assert_int_equal(r.status, GUARD_USER_ONLY);
+		assert_int_equal(r.user_failures, i);
+		assert_false(r.banned);
+		assert_int_equal(r.failures, 0);
+	}
+	assert_int_equal(r.user_delay_ms, 4000); /* past user_maxretry 10 */
+	/* They add to the same user's failures from real addresses. */
+	r = flop(g, "10.0.0.1", "ivan");
+	assert_int_equal(r.user_failures, 13);
+	guard_get_stats(g, &st);
+	assert_int_equal(st.prefixes, 1);
+	assert_int_equal(st.bans_active, 0);
+	assert_string_equal(guard_status_name(GUARD_USER_ONLY), "user_only");
+	/* The window slides for them too. */
+	now += 601;
+	assert_int_equal(guard_record_user_failure(g, "ivan", now, &r), 0);
+	assert_int_equal(r.user_failures, 1);
+	guard_free(&g);
+}
+
 static void test_failure_delay_and_names(void **state)
 {
 	(void)state;
@@ -953,6 +984,7 @@ int main(void)
 		cmocka_unit_test(test_expire_drops_idle),
 		cmocka_unit_test(test_reload_keeps_state),
 		cmocka_unit_test(test_restore),
+		cmocka_unit_test(test_user_only_failure),
 		cmocka_unit_test(test_failure_delay_and_names),
 		cmocka_unit_test(test_large_counts),
 		cmocka_unit_test(test_heap_churn),

@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		switch (op % 8) {
 		case 0:
 		case 1:
-			guard_record_failure(g, sa, user, (b & 8) ? NULL : hash, "auth_failed", now, &r);
+			guard_record_failure(g, sa, user, (b & 8) ? NULL : hash, "auth_failed", "imap", now, &r);
 			break;
 		case 2:
 			guard_record_success(g, sa, user, now);

@@ -11,6 +11,7 @@
  * are errors, not silent zeros.
  */
 #include "config.h"
+#include "policy_hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +41,7 @@ enum ktype {
 	T_TLSMODE,
 	T_IPVER,
 	T_TLSVER,   /* TLSv1.2 / TLSv1.3 (also 1.2, 1.3) */
+	T_PLISTEN,  /* policy_listen: ADDRESS:PORT, repeatable */
 };
 
 struct keyword {
@@ -105,6 +107,14 @@ static const struct keyword keywords[] = {
 	{"max_connections_per_ip", T_UINT, F(max_connections_per_ip), 0, 1000000, "50"},
 	{"max_line_length", T_UINT, F(max_line_length), 512, 1048576, "8192"},
 	{"metrics_listen", T_WORD, F(metrics_listen), 0, 0, NULL},
+	{"policy_allow", T_CIDRS, F(policy_allow), 0, 0, "127.0.0.0/8 ::1/128"},
+	{"policy_api_key", T_STR, F(policy_api_key), 0, 0, NULL},
+	{"policy_hash_mech", T_WORD, F(policy_hash_mech), 0, 0, "sha256"},
+	{"policy_hash_nonce", T_STR, F(policy_hash_nonce), 0, 0, NULL},
+	{"policy_hash_truncate", T_UINT, F(policy_hash_truncate), 0, 512, "12"},
+	{"policy_listen", T_PLISTEN, F(policy_listen), 0, 0, NULL},
+	{"policy_max_connections", T_UINT, F(policy_max_connections), 1, 10000, "256"},
+	{"policy_timeout", T_UINT, F(policy_timeout), 1, 3600, "60"},
 	{"preauth_command", T_STR, F(preauth_command), 0, 0, NULL},
 	{"preauth_max_literal", T_UINT, F(preauth_max_literal), 0, 1048576, "8192"},
 	{"proc_groupname", T_WORD, F(proc_groupname), 0, 0, NULL},
@@ -321,6 +331,29 @@ static const char *add_listen(struct parser *p, char *v, unsigned line)
 	return NULL;
 }
 
+static const char *add_policy_listen(struct parser *p, char *v, unsigned line)
+{
+	struct config *c = p->cfg;
+	char host[256], port[64];
+	const char *why;
+
+	if (v[strcspn(v, " \t")])
+		return "must be a single ADDRESS:PORT (repeat the key for more)";
+	if (addr_split_hostport(v, host, sizeof host, port, sizeof port, &why) == -1)
+		return whyf(p, "'%.64s': %s", v, why);
+	if (port[0] == '\0' || !port_ok(port))
+		return whyf(p, "'%.64s': needs a port (1..65535 or a service name)", v);
+	for (size_t i = 0; i < c->n_policy_listen; i++)
+		if (strcasecmp(c->policy_listen[i], v) == 0)
+			return whyf(p, "duplicate of line %u", c->policy_listen_line[i]);
+	if (c->n_policy_listen == CONFIG_MAX_POLICY_LISTEN)
+		return whyf(p, "too many addresses (max %d)", CONFIG_MAX_POLICY_LISTEN);
+	if ((c->policy_listen[c->n_policy_listen] = strdup(v)) == NULL)
+		return "out of memory";
+	c->policy_listen_line[c->n_policy_listen++] = line;
+	return NULL;
+}
+
 /* Apply one value; returns NULL or what is wrong with it. */
 static const char *set_value(struct parser *p, const struct keyword *k, char *v, unsigned line)
 {
@@ -390,6 +423,8 @@ static const char *set_value(struct parser *p, const struct keyword *k, char *v,
 		return NULL;
 	case T_LISTEN:
 		return add_listen(p, v, line);
+	case T_PLISTEN:
+		return add_policy_listen(p, v, line);
 	}
 	return "internal error";
 }
@@ -519,6 +554,38 @@ static void check_listen_duplicates(struct parser *p)
 		}
 }
 
+/* The auth policy endpoint's keys go together (policy_hash.c knows the
+ * digests; its bit count bounds the truncation, as in Dovecot). */
+static void check_policy(struct parser *p)
+{
+	const struct config *c = p->cfg;
+	unsigned bits = policy_hash_mech_bits(c->policy_hash_mech);
+
+	if (c->n_policy_listen && !c->policy_api_key)
+		perr(p, c->policy_listen_line[0], "policy_listen",
+		     "needs policy_api_key (the value of Dovecot's auth_policy_server_api_header)");
+	if (c->policy_api_key) {
+		const char *colon = strchr(c->policy_api_key, ':');
+		const char *val = colon ? colon + 1 : c->policy_api_key;
+
+		while (*val == ' ' || *val == '\t')
+			val++;
+		if (*val == '\0' || (colon && colon == c->policy_api_key))
+			perr(p, seen(p, "policy_api_key"), "policy_api_key", "needs a value (\"Name: value\" or a bare value)");
+		else if (strlen(val) < 16)
+			perr(p, seen(p, "policy_api_key"), "policy_api_key",
+			     "too short: use at least 16 characters (openssl rand -hex 16)");
+	}
+	if (bits == 0)
+		perr(p, seen(p, "policy_hash_mech"), "policy_hash_mech",
+		     "'%.32s' is not supported (md5, sha1, sha256, sha512)", c->policy_hash_mech);
+	else if (c->policy_hash_truncate >= bits)
+		perr(p, seen(p, "policy_hash_truncate"), "policy_hash_truncate",
+		     "%u bits is not less than the %u bits of %s", c->policy_hash_truncate, bits, c->policy_hash_mech);
+	if (c->policy_hash_nonce && c->policy_hash_nonce[0] == '\0')
+		perr(p, seen(p, "policy_hash_nonce"), "policy_hash_nonce", "must not be empty");
+}
+
 static void check_whole(struct parser *p)
 {
 	static const char *const trio[] = {"auth_sasl_plain_username", "auth_sasl_plain_password",
@@ -539,6 +606,7 @@ static void check_whole(struct parser *p)
 			     "auth_shared_secret go together)");
 	if (c->force_tls && seen(p, "server_tls") && c->server_tls == TLS_MODE_NONE)
 		perr(p, seen(p, "force_tls"), "force_tls", "contradicts server_tls none");
+	check_policy(p);
 }
 
 void config_free(struct config **cfg)
@@ -552,6 +620,8 @@ void config_free(struct config **cfg)
 		if (t == T_STR || t == T_WORD || t == T_LADDR || t == T_PORT)
 			str_free((char **)(void *)((char *)c + keywords[i].off));
 	}
+	for (size_t i = 0; i < c->n_policy_listen; i++)
+		free(c->policy_listen[i]);
 	free(c->path);
 	explicit_bzero(c, sizeof *c);
 	free(c);

@@ -28,6 +28,7 @@
 #endif
 #define CONFIG_DEFAULT_GUARD_DB CONFIG_STATE_DIR "/guard.db"
 #define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_POLICY_LISTEN 8
 
 /* Options after "listen ADDRESS:PORT". */
 #define LISTEN_OPT_TLS 0x1            /* implicit TLS (issue: TLS) */
@@ -132,6 +133,19 @@ struct config {
 	struct cidr_list guard_ignore;   /* never counted; default 127.0.0.1/32 ::1/128 */
 	char *guard_db;                  /* SQLite path, "none" = memory only */
 	char *control_socket;            /* unix socket for imapgate-ctl, NULL = none */
+
+	/* Dovecot's auth policy endpoint (policy_http.c) */
+	char *policy_listen[CONFIG_MAX_POLICY_LISTEN]; /* "ADDRESS:PORT", repeatable */
+	unsigned policy_listen_line[CONFIG_MAX_POLICY_LISTEN];
+	size_t n_policy_listen;
+	char *policy_api_key;            /* Dovecot's auth_policy_server_api_header: "Name: value"
+	                                  * or a bare value (X-API-Key); required with policy_listen */
+	struct cidr_list policy_allow;   /* who may ask; default 127.0.0.0/8 ::1/128 */
+	char *policy_hash_nonce;         /* Dovecot's auth_policy_hash_nonce; NULL = none */
+	char *policy_hash_mech;          /* auth_policy_hash_mech, default sha256 */
+	unsigned policy_hash_truncate;   /* auth_policy_hash_truncate, bits, default 12 */
+	unsigned policy_max_connections; /* default 256 */
+	unsigned policy_timeout;         /* s a connection may idle or take for a request, default 60 */
 };
 
 /*

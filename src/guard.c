@@ -216,6 +216,7 @@ struct grec {
 	bool has_pw;
 	char user[GUARD_USER_LEN];
 	char reason[GUARD_REASON_LEN];
+	char proto[GUARD_PROTO_LEN];
 };
 
 struct gprefix {
@@ -962,11 +963,11 @@ void guard_check_login(const struct guard *g, const struct sockaddr *sa, const c
 }
 
 int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char *user,
-                         const uint8_t *pwhash, const char *reason, uint64_t now,
-                         struct guard_failure_result *r)
+                         const uint8_t *pwhash, const char *reason, const char *proto,
+                         uint64_t now, struct guard_failure_result *r)
 {
 	struct guard_event ev = {.type = GUARD_EV_FAILURE, .time = now, .user = user ? user : "",
-	                         .reason = reason ? reason : ""};
+	                         .reason = reason ? reason : "", .proto = proto ? proto : "imap"};
 	struct gprefix *p;
 	struct grec *rec = NULL;
 	uint64_t uh, pw = 0;
@@ -1018,6 +1019,7 @@ int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char 
 			rec->status = (uint8_t)r->status;
 			copy_trunc(rec->user, sizeof rec->user, user);
 			copy_trunc(rec->reason, sizeof rec->reason, reason);
+			copy_trunc(rec->proto, sizeof rec->proto, ev.proto);
 		}
 	}
 	g->st.failures_total++;
@@ -1239,7 +1241,7 @@ size_t guard_why(const struct guard *g, const struct cidr *c, uint64_t now, guar
 		for (unsigned j = 0; j < p->nrec; j++) {
 			const struct grec *r = rec_at(p, j);
 			f[j] = (struct guard_failure_info){r->t, r->repeats, (enum guard_status)r->status,
-			                                   r->user, r->reason};
+			                                   r->user, r->reason, r->proto};
 		}
 		fn(ctx, &info);
 	}
@@ -1320,7 +1322,8 @@ int guard_restore_ban(struct guard *g, const struct guard_ban_info *b, uint64_t 
 }
 
 int guard_restore_failure(struct guard *g, const struct cidr *key, const char *user, uint64_t time,
-                          const char *reason, enum guard_status status, uint64_t now)
+                          const char *reason, const char *proto, enum guard_status status,
+                          uint64_t now)
 {
 	struct gprefix *p;
 	struct grec *rec;
@@ -1345,6 +1348,7 @@ int guard_restore_failure(struct guard *g, const struct cidr *key, const char *u
 	rec->status = (uint8_t)status;
 	copy_trunc(rec->user, sizeof rec->user, user);
 	copy_trunc(rec->reason, sizeof rec->reason, reason);
+	copy_trunc(rec->proto, sizeof rec->proto, proto && *proto ? proto : "imap");
 	if (status != GUARD_COUNTED || since(now, time) >= g->p.findtime)
 		return 0;
 	/* Failures before the latest ban were settled by it. */

@@ -31,6 +31,7 @@ struct config;
 #define GUARD_USER_LEN 64     /* user names as kept in the recent ring (truncated), NUL incl. */
 #define GUARD_USER_MAX 256    /* longer user names are counted by their first 256 bytes */
 #define GUARD_REASON_LEN 16   /* reasons are truncated to 15 bytes */
+#define GUARD_PROTO_LEN 12    /* protocol names ("imap", "smtp", "submission") */
 #define GUARD_PWHASH_LEN 32   /* keyed hash of the password, made by the caller */
 #define GUARD_SEED_LEN 16     /* hash-table key; random, from the caller */
 
@@ -101,6 +102,7 @@ struct guard_event {
 	/* GUARD_EV_FAILURE */
 	const char *user;           /* as given by the caller, untruncated */
 	const char *reason;
+	const char *proto;          /* the door it came through: "imap", "smtp", ... */
 	enum guard_status status;
 	/* GUARD_EV_BAN */
 	struct guard_ban_info ban;
@@ -184,14 +186,15 @@ struct guard_failure_result {
 /*
  * A failed login: user as the caller normalises it, pwhash a keyed hash
  * of the password tried (GUARD_PWHASH_LEN bytes; NULL = unknown, never a
- * duplicate), reason a short word ("auth_failed"). Counts it unless
+ * duplicate), reason a short word ("auth_failed"), proto the door it came
+ * through ("imap", "pop3", "smtp"; NULL = "imap"; kept, never decisive). Counts it unless
  * ignored, duplicate or trusted; bans the prefix when the counted failures
  * in findtime reach maxretry. Sends FAILURE (and BAN) events. Returns 0,
  * or -1 (not an IP address, or out of memory: nothing counted).
  */
 int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char *user,
-                         const uint8_t *pwhash, const char *reason, uint64_t now,
-                         struct guard_failure_result *r);
+                         const uint8_t *pwhash, const char *reason, const char *proto,
+                         uint64_t now, struct guard_failure_result *r);
 
 /*
  * A failed login whose client address is unknown (a trusted webmail host
@@ -235,6 +238,7 @@ struct guard_failure_info {
 	enum guard_status status;
 	const char *user;         /* truncated to GUARD_USER_LEN-1 bytes */
 	const char *reason;
+	const char *proto;
 };
 
 struct guard_prefix_info {
@@ -275,7 +279,8 @@ int guard_restore_ban(struct guard *g, const struct guard_ban_info *b, uint64_t 
  * for the user); it never sets a ban by itself. Returns 0 / -1.
  */
 int guard_restore_failure(struct guard *g, const struct cidr *key, const char *user, uint64_t time,
-                          const char *reason, enum guard_status status, uint64_t now);
+                          const char *reason, const char *proto, enum guard_status status,
+                          uint64_t now);
 
 struct guard_stats {
 	size_t prefixes;          /* tracked, banned ones included */

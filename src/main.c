@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "backend.h"
 #include "config.h"
+#include "guard_service.h"
 #include "control.h"
 #include "listener.h"
 #include "log.h"
@@ -342,7 +343,7 @@ static void reload_config(void)
 		if (trace_open(srv.cfg->protocol_log_filename, geteuid(), getegid(), &err) == -1)
 			log_warn("event=reload warning=\"protocol_log_filename: %s\"", err);
 	}
-	session_guard_reload();
+	guard_service_reload();
 	warn_unsupported(srv.cfg);
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
@@ -400,13 +401,13 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_printf(out, ",\"backend_port\":");
 		sb_json_str(out, srv.cfg->server_port);
 		sb_printf(out, ",\"guard\":");
-		sb_json_str(out, session_guard_describe());
+		sb_json_str(out, guard_service_describe());
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
 	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\nguard %s\n", IMAPGATE_VERSION,
 	          (long)getpid(), srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port,
-	          session_guard_describe());
+	          guard_service_describe());
 	{
 		struct buf b;
 
@@ -632,7 +633,7 @@ int main(int argc, char **argv)
 	    banfilter_helper_start() == -1)
 		log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
 	drop_privileges(srv.cfg, run_uid, run_gid);
-	if (session_guard_init() == -1)
+	if (guard_service_init() == -1)
 		fatal("event=start error=\"cannot create the guard\"");
 
 	sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -661,7 +662,7 @@ int main(int argc, char **argv)
 	session_reap();
 	pool_shutdown();
 	pool_reap();
-	session_guard_shutdown();
+	guard_service_shutdown();
 	trace_close();
 	if (probe_running)
 		backend_abort(&probe);

@@ -74,6 +74,7 @@ struct session {
 	char *ok_text;         /* the server's LOGIN OK text, for reuse */
 	bool traced;           /* relay bytes go to the protocol trace (trace.h) */
 	uint8_t pwhash[32];    /* keyed hash of the password tried (credhash) */
+	uint8_t guard_pwkey[32]; /* the guard's key of it (Dovecot's pwhash with policy_hash_nonce) */
 	struct pool_waiter pool_wait; /* waiting for this user's connection being cleaned */
 	bool pool_waiting;
 	uint64_t pool_wait_ms; /* when that wait began */
@@ -114,13 +115,8 @@ void preauth_sasl_line(struct session *s, const char *line, size_t len);
 void preauth_login_done(struct session *s, enum backend_result r, const char *text);
 void preauth_capability_line(const struct session *s, char *out, size_t outsz);
 
-/* The guard's say (session_guard.c). */
-/* Create the guard (and its SQLite store); after privileges are dropped. */
-int session_guard_init(void);
-void session_guard_reload(void);
-void session_guard_shutdown(void);
-/* "off", "memory only", "sqlite PATH" for status. */
-const char *session_guard_describe(void);
+/* The IMAP front's side of the guard (session_guard.c; the guard itself
+ * is guard_service.h). */
 /* At admission: false when the address is banned (BYE sent, closing). */
 bool session_guard_admit(struct session *s);
 /* Would session_guard_admit refuse sa? Changes and logs nothing. */

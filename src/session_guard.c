@@ -1,67 +1,25 @@
 /*
- * session_guard — where the daemon asks the guard, and where the guard's
- * decisions become replies, log lines, counters, rows in SQLite and
- * control-socket answers.
+ * session_guard — the IMAP front's side of the guard: where a session asks
+ * the guard service (guard_service.h) and where its answers become IMAP
+ * replies, BYE and the kernel drop of a client that keeps coming back.
  *
- * The guard itself (guard.c) is pure logic; this file owns its instance,
- * its store and its housekeeping timer. Nothing here blocks the loop: the
- * store writes from its own thread. It never logs a password; the guard
- * gets only a keyed hash of it.
+ * It never logs a password. With policy_hash_nonce set, the password key
+ * it gives the guard is Dovecot's pwhash of the same credentials, so a
+ * failure seen here and reported again by Dovecot's auth policy request
+ * is counted once.
  */
-#include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
-#include "control.h"
 #include "banfilter.h"
 #include "credhash.h"
-#include "guard.h"
+#include "guard_service.h"
 #include "log.h"
+#include "policy_hash.h"
 #include "server.h"
 #include "session.h"
 #include "stats.h"
-#include "store_sqlite.h"
-
-static struct guard *guard;
-/* A ban caused by a failure is logged after that failure's own line. */
-static char held_line[512];
-static bool holding;
-static struct store_sqlite *store;
-static struct loop_timer housekeeping;
-static char store_state[400] = "memory only";
-
-static uint64_t now_s(void)
-{
-	return (uint64_t)time(NULL);
-}
-
-static bool guard_on(void)
-{
-	return guard != NULL && srv.cfg->guard;
-}
-
-/* The user as the guard counts it: ASCII case folded, so BOB and bob are
- * one target. */
-static void guard_user(const struct session *s, char *out, size_t outsz)
-{
-	size_t n = s->user_len < outsz - 1 ? s->user_len : outsz - 1;
-
-	for (size_t i = 0; i < n; i++)
-		out[i] = (char)tolower((unsigned char)s->user[i]);
-	out[n] = '\0';
-}
-
-static void update_ban_gauge(void)
-{
-	struct guard_stats st;
-
-	guard_get_stats(guard, &st);
-	STATS_SET(STAT_GUARD_BANS_ACTIVE, st.bans_active);
-}
 
 static void fmt_time(uint64_t t, char *buf, size_t sz)
 {
@@ -72,321 +30,27 @@ static void fmt_time(uint64_t t, char *buf, size_t sz)
 	strftime(buf, sz, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Every guard event: one log line, and the store when there is one. */
-static void guard_sink(void *ctx, const struct guard_event *ev)
+/*
+ * A trusted webmail host that sent no x-originating-ip: its own address
+ * stands for all its users, so it is never counted (it would get itself
+ * banned, or, in guard_ignore, its users' failures would go unseen); its
+ * failures count per user only. This wins over guard_ignore, which holds
+ * loopback by default, where webmail often runs.
+ */
+static bool webmail_no_origin(const struct session *s)
 {
-	char prefix[ADDR_STRLEN + 8], until[32];
-
-	(void)ctx;
-	guard_cidr_format(&ev->key, prefix, sizeof(prefix));
-	switch (ev->type) {
-	case GUARD_EV_BAN:
-		fmt_time(ev->ban.expiry, until, sizeof(until));
-		STATS_INC(STAT_GUARD_BANS_TOTAL);
-		snprintf(held_line, sizeof(held_line), "event=ban prefix=%s seconds=%llu until=%s count=%u source=%s reason=%s",
-		         prefix, (unsigned long long)(ev->ban.expiry - ev->ban.started), until, ev->ban.ban_count,
-		         guard_source_name(ev->ban.source), ev->ban.reason ? ev->ban.reason : "-");
-		if (!holding) {
-			log_notice("%s", held_line);
-			held_line[0] = '\0';
-		}
-		break;
-	case GUARD_EV_UNBAN:
-		log_notice("event=unban prefix=%s reason=%s", prefix, ev->expired ? "expired" : "manual");
-		banfilter_clear(); /* rebuilt from the refusals that follow */
-		break;
-	case GUARD_EV_FORGET:
-		log_info("event=forget prefix=%s", prefix);
-		break;
-	case GUARD_EV_FAILURE:
-		if (ev->status == GUARD_COUNTED)
-			STATS_INC(STAT_GUARD_FAILURES_TOTAL);
-		break;
-	}
-	if (store)
-		store_sqlite_event(store, ev);
-	if (ev->type != GUARD_EV_FAILURE)
-		update_ban_gauge();
+	return !s->has_origin && cidr_list_match(&srv.cfg->trusted_webmail, (const struct sockaddr *)&s->peer);
 }
 
-static void housekeeping_tick(struct loop_timer *t)
+static void attempt(const struct session *s, struct gs_attempt *a)
 {
-	char err[256];
-
-	guard_expire(guard, now_s());
-	update_ban_gauge();
-	if (store && store_sqlite_take_error(store, err, sizeof(err))) {
-		char clean[300];
-
-		log_sanitize_text(err, strlen(err), clean, sizeof(clean));
-		log_err("event=guard_db_error error=\"%s\"", clean);
-	}
-	loop_timer_start(srv.loop, t, 1000);
-}
-
-/* --- control commands ---------------------------------------------------- */
-
-static int parse_target(const char *arg, struct cidr *c, char *errbuf, size_t errsz)
-{
-	const char *why;
-
-	if (cidr_parse(arg, c, &why) == -1) {
-		snprintf(errbuf, errsz, "bad address '%.64s': %s", arg, why);
-		return -1;
-	}
-	return 0;
-}
-
-struct list_ctx {
-	struct strbuf *out;
-	bool json;
-	unsigned n;
-	uint64_t now;
-};
-
-static void list_ban(void *ctx, const struct guard_ban_info *b)
-{
-	struct list_ctx *l = ctx;
-	char prefix[ADDR_STRLEN + 8], until[32];
-
-	guard_cidr_format(&b->key, prefix, sizeof(prefix));
-	fmt_time(b->expiry, until, sizeof(until));
-	if (l->json) {
-		sb_printf(l->out, "%s{\"prefix\":\"%s\",\"until\":\"%s\",\"seconds_left\":%llu,\"count\":%u,\"source\":\"%s\",\"reason\":",
-		          l->n ? "," : "", prefix, until, (unsigned long long)(b->expiry - l->now), b->ban_count,
-		          guard_source_name(b->source));
-		sb_json_str(l->out, b->reason ? b->reason : "");
-		sb_printf(l->out, "}");
-	} else {
-		sb_printf(l->out, "%-20s until %s (%llus left) count=%u source=%s reason=%s\n", prefix, until,
-		          (unsigned long long)(b->expiry - l->now), b->ban_count, guard_source_name(b->source),
-		          b->reason ? b->reason : "-");
-	}
-	l->n++;
-}
-
-static const char *ctl_bans(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
-{
-	struct list_ctx l = { out, json, 0, now_s() };
-
-	(void)argc, (void)argv, (void)errbuf, (void)errsz;
-	if (!guard_on())
-		return "the guard is off (guard no)";
-	if (json)
-		sb_printf(out, "[");
-	guard_bans_foreach(guard, l.now, list_ban, &l);
-	if (json)
-		sb_printf(out, "]\n");
-	else if (l.n == 0)
-		sb_printf(out, "no active bans\n");
-	return NULL;
-}
-
-static const char *ctl_ban(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
-{
-	struct cidr c;
-	struct guard_ban_info info;
-	const char *why = NULL;
-	unsigned long secs = 0;
-	char prefix[ADDR_STRLEN + 8], until[32];
-
-	if (!guard_on())
-		return "the guard is off (guard no)";
-	if (argc < 2 || argc > 3)
-		return "usage: ban ADDRESS[/PREFIX] [SECONDS]";
-	if (parse_target(argv[1], &c, errbuf, errsz) == -1)
-		return errbuf;
-	if (argc == 3) {
-		char *end;
-
-		secs = strtoul(argv[2], &end, 10);
-		if (*end || argv[2][0] == '-' || secs == 0 || secs > 31536000) {
-			snprintf(errbuf, errsz, "bad duration '%.32s': seconds from 1 to 31536000", argv[2]);
-			return errbuf;
-		}
-	}
-	if (guard_ban(guard, &c, secs, "manual", now_s(), &info, &why) == -1) {
-		snprintf(errbuf, errsz, "cannot ban %s: %s", argv[1], why ? why : "error");
-		return errbuf;
-	}
-	guard_cidr_format(&info.key, prefix, sizeof(prefix));
-	fmt_time(info.expiry, until, sizeof(until));
-	if (json)
-		sb_printf(out, "{\"prefix\":\"%s\",\"until\":\"%s\"}\n", prefix, until);
-	else
-		sb_printf(out, "banned %s until %s\n", prefix, until);
-	/* Sessions already open from there stay: the ban refuses their next
-	 * connection and their next login. */
-	return NULL;
-}
-
-static const char *ctl_unban(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
-{
-	struct cidr c;
-	bool forget = false;
-	const char *target = NULL;
-	size_t lifted, forgotten = 0;
-
-	if (!guard_on())
-		return "the guard is off (guard no)";
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--forget") == 0)
-			forget = true;
-		else if (target == NULL)
-			target = argv[i];
-		else
-			return "usage: unban ADDRESS[/PREFIX] [--forget]";
-	}
-	if (target == NULL)
-		return "usage: unban ADDRESS[/PREFIX] [--forget]";
-	if (parse_target(target, &c, errbuf, errsz) == -1)
-		return errbuf;
-	lifted = guard_unban(guard, &c, forget, now_s(), &forgotten);
-	if (json)
-		sb_printf(out, "{\"lifted\":%zu,\"forgotten\":%zu}\n", lifted, forgotten);
-	else
-		sb_printf(out, "lifted %zu ban(s)%s\n", lifted, forget ? ", history forgotten" : "");
-	return NULL;
-}
-
-static void why_prefix(void *ctx, const struct guard_prefix_info *p)
-{
-	struct list_ctx *l = ctx;
-	char prefix[ADDR_STRLEN + 8], t[32];
-
-	guard_cidr_format(&p->key, prefix, sizeof(prefix));
-	if (l->json) {
-		sb_printf(l->out, "%s{\"prefix\":\"%s\",\"banned\":%s,\"failures_in_window\":%u", l->n ? "," : "", prefix,
-		          p->banned ? "true" : "false", p->failures);
-		if (p->banned) {
-			fmt_time(p->ban.expiry, t, sizeof(t));
-			sb_printf(l->out, ",\"until\":\"%s\",\"count\":%u", t, p->ban.ban_count);
-		}
-		sb_printf(l->out, ",\"recent\":[");
-		for (size_t i = 0; i < p->nrecent; i++) {
-			fmt_time(p->recent[i].time, t, sizeof(t));
-			sb_printf(l->out, "%s{\"time\":\"%s\",\"user\":", i ? "," : "", t);
-			sb_json_str(l->out, p->recent[i].user);
-			sb_printf(l->out, ",\"reason\":");
-			sb_json_str(l->out, p->recent[i].reason);
-			sb_printf(l->out, ",\"status\":\"%s\",\"repeats\":%u}", guard_status_name(p->recent[i].status),
-			          p->recent[i].repeats);
-		}
-		sb_printf(l->out, "]}");
-	} else {
-		sb_printf(l->out, "%s: %s, %u failure(s) counted in the window%s\n", prefix,
-		          p->banned ? "banned" : "not banned", p->failures, p->banned ? " since the ban" : "");
-		if (p->banned) {
-			fmt_time(p->ban.expiry, t, sizeof(t));
-			sb_printf(l->out, "  banned until %s (ban %u in its chain)\n", t, p->ban.ban_count);
-		}
-		for (size_t i = 0; i < p->nrecent; i++) {
-			char user[80];
-
-			log_sanitize(p->recent[i].user, strlen(p->recent[i].user), user, sizeof(user));
-			fmt_time(p->recent[i].time, t, sizeof(t));
-			sb_printf(l->out, "  %s user=%s reason=%s status=%s repeats=%u\n", t, user, p->recent[i].reason,
-			          guard_status_name(p->recent[i].status), p->recent[i].repeats);
-		}
-	}
-	l->n++;
-}
-
-static const char *ctl_why(int argc, char **argv, bool json, struct strbuf *out, char *errbuf, size_t errsz)
-{
-	struct cidr c;
-	struct list_ctx l = { out, json, 0, now_s() };
-
-	if (!guard_on())
-		return "the guard is off (guard no)";
-	if (argc != 2)
-		return "usage: why ADDRESS";
-	if (parse_target(argv[1], &c, errbuf, errsz) == -1)
-		return errbuf;
-	if (json)
-		sb_printf(out, "[");
-	guard_why(guard, &c, l.now, why_prefix, &l);
-	if (json)
-		sb_printf(out, "]\n");
-	else if (l.n == 0)
-		sb_printf(out, "%s: nothing recorded\n", argv[1]);
-	return NULL;
-}
-
-/* --- life cycle ---------------------------------------------------------- */
-
-int session_guard_init(void)
-{
-	struct guard_params p;
-	uint8_t seed[GUARD_SEED_LEN];
-	const struct config *cfg = srv.cfg;
-
-	control_register("bans", ctl_bans, "active bans");
-	control_register("ban", ctl_ban, "ban ADDRESS[/PREFIX] [SECONDS]");
-	control_register("unban", ctl_unban, "unban ADDRESS[/PREFIX] [--forget]");
-	control_register("why", ctl_why, "why ADDRESS: its recent failures and bans");
-	if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
-		return -1;
-	guard_params_from_config(&p, cfg);
-	guard = guard_create(&p, seed);
-	if (guard == NULL)
-		return -1;
-	if (cfg->guard && cfg->guard_db && strcmp(cfg->guard_db, "none") != 0) {
-		struct store_sqlite_opts o = { 0 };
-		char err[256], clean[300];
-
-		o.keep_failures = cfg->guard_findtime > 86400 ? cfg->guard_findtime : 86400;
-		o.keep_bans = cfg->guard_recidive_window > 86400 ? cfg->guard_recidive_window : 86400;
-		if (store_sqlite_open(cfg->guard_db, &o, &store, err, sizeof(err)) == -1 ||
-		    store_sqlite_load(store, guard, now_s(), err, sizeof(err)) == -1) {
-			/* Persistence was asked for: never lose it silently. The
-			 * start checked this as our user (preflight.c), so only a
-			 * change since then or a broken file gets here. */
-			log_sanitize_text(err, strlen(err), clean, sizeof(clean));
-			fatal("event=guard_db_error error=\"%s\" hint=\"set guard_db none to keep bans in memory only\"",
-			      clean);
-		} else {
-			struct guard_stats st;
-
-			guard_get_stats(guard, &st);
-			log_info("event=guard_db file=%s restored_bans=%zu", cfg->guard_db, st.bans_active);
-			snprintf(store_state, sizeof(store_state), "sqlite %s", cfg->guard_db);
-		}
-	}
-	guard_set_sink(guard, guard_sink, NULL);
-	update_ban_gauge();
-	housekeeping.fn = housekeeping_tick;
-	loop_timer_start(srv.loop, &housekeeping, 1000);
-	return 0;
-}
-
-void session_guard_reload(void)
-{
-	struct guard_params p;
-
-	banfilter_clear(); /* guard_drop_after may have changed */
-	if (guard == NULL)
-		return;
-	guard_params_from_config(&p, srv.cfg);
-	guard_set_params(guard, &p);
-	if (store)
-		store_sqlite_set_retention(store, srv.cfg->guard_findtime > 86400 ? srv.cfg->guard_findtime : 86400,
-		                           srv.cfg->guard_recidive_window > 86400 ? srv.cfg->guard_recidive_window : 86400);
-}
-
-void session_guard_shutdown(void)
-{
-	char err[256];
-
-	loop_timer_stop(srv.loop, &housekeeping);
-	if (store && store_sqlite_close(&store, err, sizeof(err)) == -1)
-		log_err("event=guard_db_error error=\"%s\"", err);
-	guard_free(&guard);
-}
-
-const char *session_guard_describe(void)
-{
-	return guard_on() ? store_state : "off";
+	memset(a, 0, sizeof(*a));
+	a->addr = session_client_addr(s);
+	a->user_only = webmail_no_origin(s);
+	a->user = s->user;
+	a->user_len = s->user_len;
+	a->proto = "imap";
+	a->pwkey = s->guard_pwkey;
 }
 
 /* --- decisions ----------------------------------------------------------- */
@@ -396,7 +60,7 @@ bool session_guard_admit(struct session *s)
 	uint64_t expiry = 0;
 	char until[32];
 
-	if (!guard_on() || !guard_check_connect(guard, (struct sockaddr *)&s->peer, now_s(), &expiry))
+	if (!guard_service_banned((struct sockaddr *)&s->peer, &expiry))
 		return true;
 	fmt_time(expiry, until, sizeof(until));
 	STATS_INC(STAT_GUARD_REFUSED_CONNECTIONS_TOTAL);
@@ -415,21 +79,7 @@ bool session_guard_admit(struct session *s)
 
 bool session_guard_banned(const struct sockaddr *sa)
 {
-	uint64_t expiry = 0;
-
-	return guard_on() && guard_check_connect(guard, sa, now_s(), &expiry);
-}
-
-/*
- * A trusted webmail host that sent no x-originating-ip: its own address
- * stands for all its users, so it is never counted (it would get itself
- * banned, or, in guard_ignore, its users' failures would go unseen); its
- * failures count per user only. This wins over guard_ignore, which holds
- * loopback by default, where webmail often runs.
- */
-static bool webmail_no_origin(const struct session *s)
-{
-	return !s->has_origin && cidr_list_match(&srv.cfg->trusted_webmail, (const struct sockaddr *)&s->peer);
+	return guard_service_banned(sa, NULL);
 }
 
 /* Warned hosts: once per host per hour, a small table is plenty (few webmails). */
@@ -442,7 +92,7 @@ static void webmail_warn_no_origin(const struct session *s)
 		char ip[ADDR_STRLEN];
 		uint64_t t;
 	} warned[WEBMAIL_WARN_SLOTS];
-	uint64_t now = now_s();
+	uint64_t now = (uint64_t)time(NULL);
 	size_t slot = 0;
 
 	for (size_t i = 0; i < WEBMAIL_WARN_SLOTS; i++) {
@@ -463,18 +113,39 @@ static void webmail_warn_no_origin(const struct session *s)
 	            s->peer_ip);
 }
 
+/* The password key: Dovecot's pwhash when the policy endpoint shares the
+ * nonce with Dovecot (one failure, two reports, counted once), else a
+ * keyed hash of our own. */
+static void make_pwkey(struct session *s)
+{
+	const struct config *cfg = srv.cfg;
+	char hex[POLICY_HASH_HEX_MAX];
+	int n;
+
+	if (cfg->policy_hash_nonce &&
+	    (n = policy_hash(cfg->policy_hash_mech, cfg->policy_hash_truncate, cfg->policy_hash_nonce,
+	                     strlen(cfg->policy_hash_nonce), s->user, s->user_len, s->pass, s->pass_len, hex,
+	                     sizeof(hex))) > 0) {
+		guard_service_pwkey(hex, (size_t)n, s->guard_pwkey);
+		explicit_bzero(hex, sizeof(hex));
+		return;
+	}
+	memcpy(s->guard_pwkey, s->pwhash, sizeof(s->guard_pwkey));
+}
+
 bool session_guard_before_login(struct session *s)
 {
 	struct guard_verdict v;
-	char user[GUARD_USER_MAX];
+	struct gs_attempt a;
 
 	credhash(s->user, s->user_len, s->pass, s->pass_len, s->pwhash);
-	if (!guard_on())
+	if (!guard_service_on())
 		return true;
-	guard_user(s, user, sizeof(user));
+	make_pwkey(s);
 	if (webmail_no_origin(s))
 		webmail_warn_no_origin(s);
-	guard_check_login(guard, session_client_addr(s), user, now_s(), &v);
+	attempt(s, &a);
+	guard_service_may_try(&a, &v);
 	if (v.banned) {
 		char u[160];
 
@@ -497,56 +168,29 @@ uint32_t session_guard_failure(struct session *s, const char *reason, bool *clos
                                size_t notesz)
 {
 	struct guard_failure_result r;
-	char user[GUARD_USER_MAX];
-	uint32_t rnd = 0;
+	struct gs_attempt a;
+	int rc;
 
 	*close_after = false;
-	snprintf(note, notesz, " guard=off");
-	if (!guard_on())
+	attempt(s, &a);
+	rc = guard_service_failure(&a, reason, &r);
+	guard_service_note(&r, rc, note, notesz);
+	if (rc == -1)
 		return 0;
-	guard_user(s, user, sizeof(user));
-	holding = true;
-	held_line[0] = '\0';
-	if (webmail_no_origin(s) ? guard_record_user_failure(guard, user, now_s(), &r) == -1
-	                         : guard_record_failure(guard, session_client_addr(s), user, s->pwhash, reason,
-	                                                now_s(), &r) == -1) {
-		holding = false;
-		snprintf(note, notesz, " guard=error");
-		return 0;
-	}
-	holding = false;
-	snprintf(note, notesz, " guard=%s failures=%u/%u user_failures=%u", guard_status_name(r.status),
-	         r.banned ? srv.cfg->guard_maxretry : r.failures,
-	         srv.cfg->guard_maxretry, r.user_failures);
 	if (r.banned && !s->has_origin)
 		*close_after = true;
-	if (r.status == GUARD_IGNORED || r.status == GUARD_TRUSTED)
-		return 0;
-	/* Jitter only: without entropy the delay is just not random. */
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-		rnd = 0;
-	{
-		/* A distributed guess at one user: its failures slow down. */
-		uint32_t d = guard_failure_delay(guard, rnd);
-
-		return r.user_delay_ms > d ? r.user_delay_ms : d;
-	}
+	return guard_service_failure_delay(&r);
 }
 
 void session_guard_log_held(void)
 {
-	if (held_line[0]) {
-		log_notice("%s", held_line);
-		held_line[0] = '\0';
-	}
+	guard_service_log_held();
 }
 
 void session_guard_success(struct session *s)
 {
-	char user[GUARD_USER_MAX];
+	struct gs_attempt a;
 
-	if (!guard_on())
-		return;
-	guard_user(s, user, sizeof(user));
-	(void)guard_record_success(guard, session_client_addr(s), user, now_s());
+	attempt(s, &a);
+	guard_service_success(&a);
 }

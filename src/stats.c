@@ -35,11 +35,17 @@ struct stat_def {
 	const char *help;
 	enum stat_kind kind;
 	int peak; /* for a gauge: index of its peak, or -1 */
+	/* Members of one Prometheus family (consecutive): the family's name
+	 * and this member's label; help is taken from the first member. */
+	const char *family, *label;
 };
 
-#define C(id, name, help) [id] = {name, help, STAT_KIND_COUNTER, -1}
-#define G(id, name, peak, help) [id] = {name, help, STAT_KIND_GAUGE, peak}
-#define P(id, name, help) [id] = {name, help, STAT_KIND_PEAK, -1}
+#define C(id, name, help) [id] = {name, help, STAT_KIND_COUNTER, -1, NULL, NULL}
+#define G(id, name, peak, help) [id] = {name, help, STAT_KIND_GAUGE, peak, NULL, NULL}
+#define P(id, name, help) [id] = {name, help, STAT_KIND_PEAK, -1, NULL, NULL}
+#define L(id, proto)                                                                                     \
+	[id] = {"guard_failures_" proto "_total", "Failed logins counted by the guard, by protocol.",         \
+	        STAT_KIND_COUNTER, -1, "guard_failures_by_proto_total", "proto=\"" proto "\""}
 
 static const struct stat_def defs[STAT_COUNT] = {
 	G(STAT_CLIENT_CONNECTIONS_CURRENT, "client_connections_current", STAT_CLIENT_CONNECTIONS_PEAK,
@@ -83,8 +89,22 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "Bytes sent to clients, before TLS encryption."),
 	C(STAT_CLIENT_CONNECTIONS_EVICTED_TOTAL, "client_connections_evicted_total",
 	  "Client connections not logged in closed to make room at max_connections."),
+	L(STAT_GUARD_FAILURES_IMAP, "imap"),
+	L(STAT_GUARD_FAILURES_POP3, "pop3"),
+	L(STAT_GUARD_FAILURES_SMTP, "smtp"),
+	L(STAT_GUARD_FAILURES_SUBMISSION, "submission"),
+	L(STAT_GUARD_FAILURES_SIEVE, "sieve"),
+	L(STAT_GUARD_FAILURES_OTHER, "other"),
+	C(STAT_POLICY_REQUESTS_TOTAL, "policy_requests_total", "Auth policy requests answered (allow and report)."),
+	C(STAT_POLICY_REFUSED_TOTAL, "policy_refused_total",
+	  "Auth policy allow requests answered with a refusal (banned address)."),
+	C(STAT_POLICY_DELAYED_TOTAL, "policy_delayed_total",
+	  "Auth policy allow requests answered with a delay (the user's slow-down)."),
+	C(STAT_POLICY_BAD_REQUESTS_TOTAL, "policy_bad_requests_total",
+	  "Auth policy requests refused with a 4xx or 5xx status (bad HTTP, JSON, key, address)."),
 };
 
+#undef L
 #undef C
 #undef G
 #undef P
@@ -431,10 +451,19 @@ int stats_format_prometheus_snapshot(const struct stats_snapshot *s, struct buf 
 {
 	for (size_t i = 0; i < s->n; i++) {
 		const struct stat_def *d = &defs[i];
+		const char *kind = d->kind == STAT_KIND_COUNTER ? "counter" : "gauge";
 
+		if (d->family) {
+			if ((i == 0 || !defs[i - 1].family || strcmp(defs[i - 1].family, d->family) != 0) &&
+			    buf_appendf(b, "# HELP imapgate_%s %s\n# TYPE imapgate_%s %s\n", d->family, d->help,
+			                d->family, kind) == -1)
+				return -1;
+			if (buf_appendf(b, "imapgate_%s{%s} %" PRIu64 "\n", d->family, d->label, s->v[i]) == -1)
+				return -1;
+			continue;
+		}
 		if (buf_appendf(b, "# HELP imapgate_%s %s\n# TYPE imapgate_%s %s\nimapgate_%s %" PRIu64 "\n",
-		                d->name, d->help, d->name, d->kind == STAT_KIND_COUNTER ? "counter" : "gauge",
-		                d->name, s->v[i]) == -1)
+		                d->name, d->help, d->name, kind, d->name, s->v[i]) == -1)
 			return -1;
 	}
 	if (buf_appendf(b,

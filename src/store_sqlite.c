@@ -28,7 +28,7 @@
 
 #include "file.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2 /* 2: failures.proto */
 #define PRUNE_EVERY 60 /* s */
 #define RETRY_AFTER 1  /* s after a failed transaction */
 
@@ -46,7 +46,8 @@ static const char schema[] =
 	" user TEXT NOT NULL,"
 	" time INTEGER NOT NULL,"
 	" reason TEXT NOT NULL,"
-	" status TEXT NOT NULL);"       /* counted | trusted */
+	" status TEXT NOT NULL,"        /* counted | trusted */
+	" proto TEXT NOT NULL DEFAULT 'imap');" /* the door: imap, pop3, smtp, ... */
 	"CREATE INDEX IF NOT EXISTS failures_prefix ON failures(prefix, time);"
 	"CREATE INDEX IF NOT EXISTS failures_time ON failures(time);";
 
@@ -58,8 +59,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_END_BAN] = "UPDATE bans SET expiry = ?2 WHERE prefix = ?1 AND expiry > ?2",
 	[ST_DEL_BAN] = "DELETE FROM bans WHERE prefix = ?1",
 	[ST_DEL_FAIL] = "DELETE FROM failures WHERE prefix = ?1",
-	[ST_INS_FAIL] = "INSERT INTO failures(prefix, user, time, reason, status)"
-	                " VALUES (?1, ?2, ?3, ?4, ?5)",
+	[ST_INS_FAIL] = "INSERT INTO failures(prefix, user, time, reason, status, proto)"
+	                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_PRUNE_FAIL] = "DELETE FROM failures WHERE time < ?1"
 	                  " AND prefix NOT IN (SELECT prefix FROM bans WHERE expiry > ?2)",
 	[ST_PRUNE_BAN] = "DELETE FROM bans WHERE expiry < ?1",
@@ -73,6 +74,7 @@ struct sq_item {
 	uint8_t type, status, source;
 	char prefix[ADDR_STRLEN];
 	char reason[GUARD_REASON_LEN];
+	char proto[GUARD_PROTO_LEN];
 	char user[GUARD_USER_MAX + 1];
 };
 
@@ -155,6 +157,7 @@ static int apply(struct store_sqlite *s, const struct sq_item *it)
 		bind_u64(st, 3, it->time);
 		bind_text(st, 4, it->reason);
 		bind_text(st, 5, guard_status_name(it->status));
+		bind_text(st, 6, it->proto);
 		return step(st);
 	case GUARD_EV_BAN:
 		st = s->st[ST_INS_BAN];
@@ -362,6 +365,7 @@ void store_sqlite_push(struct store_sqlite *s, const struct guard_event *ev)
 		it.status = (uint8_t)ev->status;
 		snprintf(it.user, sizeof it.user, "%s", ev->user ? ev->user : "");
 		snprintf(it.reason, sizeof it.reason, "%s", ev->reason ? ev->reason : "");
+		snprintf(it.proto, sizeof it.proto, "%s", ev->proto ? ev->proto : "imap");
 	} else if (ev->type == GUARD_EV_BAN) {
 		it.started = ev->ban.started;
 		it.expiry = ev->ban.expiry;
@@ -498,7 +502,12 @@ static int open_db(struct store_sqlite *s, char *err, size_t errsz)
 	 * in WAL keeps every commit across a process crash. */
 	if (version == -1 || exec(s->db, "PRAGMA journal_mode=WAL") == -1 ||
 	    exec(s->db, "PRAGMA synchronous=NORMAL") == -1 || exec(s->db, schema) == -1 ||
-	    exec(s->db, "PRAGMA user_version=1") == -1) {
+	    /* schema 1 had no proto: its failures all came through IMAP. One
+	     * transaction, so a crash cannot leave the column without the
+	     * version. */
+	    exec(s->db, version == 1 ? "BEGIN; ALTER TABLE failures ADD COLUMN proto TEXT NOT NULL DEFAULT 'imap';"
+	                               " PRAGMA user_version=2; COMMIT"
+	                             : "PRAGMA user_version=2") == -1) {
 		set_err(err, errsz, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -654,7 +663,7 @@ int store_sqlite_load(struct store_sqlite *s, struct guard *g, uint64_t now, cha
 	/* Counted failures still in the window, and the last GUARD_RECENT of
 	 * each banned prefix; oldest first, as the guard wants them. */
 	static const char fails_sql[] =
-		"SELECT prefix, user, time, reason, status FROM ("
+		"SELECT prefix, user, time, reason, status, proto FROM ("
 		" SELECT *, row_number() OVER (PARTITION BY prefix ORDER BY time DESC, id DESC) AS rn"
 		" FROM failures WHERE time > ?1"
 		" OR prefix IN (SELECT prefix FROM bans WHERE expiry > ?2))"
@@ -706,7 +715,7 @@ int store_sqlite_load(struct store_sqlite *s, struct guard *g, uint64_t now, cha
 		enum guard_status status =
 			strcmp(col_text(st, 4), "trusted") == 0 ? GUARD_TRUSTED : GUARD_COUNTED;
 		if (guard_restore_failure(g, &key, col_text(st, 1), col_u64(st, 2), col_text(st, 3),
-		                          status, now) == -1) {
+		                          col_text(st, 5), status, now) == -1) {
 			what = "out of memory";
 			goto fail;
 		}

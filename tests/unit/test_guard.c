@@ -119,7 +119,7 @@ static struct guard_failure_result flop_pw(struct guard *g, const char *ip, cons
 	struct guard_failure_result r;
 	uint8_t h[GUARD_PWHASH_LEN] = {0};
 	memcpy(h, &pw, sizeof pw);
-	assert_int_equal(guard_record_failure(g, SA(ip), user, h, "auth_failed", now, &r), 0);
+	assert_int_equal(guard_record_failure(g, SA(ip), user, h, "auth_failed", "imap", now, &r), 0);
 	return r;
 }
 
@@ -282,7 +282,7 @@ static void test_same_password_counts_once(void **state)
 	assert_int_equal(flop_pw(g, "192.0.2.50", "dave", 7).status, GUARD_COUNTED);
 	assert_int_equal(flop_pw(g, "192.0.2.50", "carol", 8).status, GUARD_COUNTED);
 	/* No password hash: never a duplicate. */
-	assert_int_equal(guard_record_failure(g, SA("192.0.2.50"), "carol", NULL, "x", now, &r), 0);
+	assert_int_equal(guard_record_failure(g, SA("192.0.2.50"), "carol", NULL, "x", "pop3", now, &r), 0);
 	assert_int_equal(r.status, GUARD_COUNTED);
 	assert_int_equal(r.failures, 4);
 	/* After findtime of silence the same password counts again. */
@@ -824,11 +824,11 @@ static void test_restore(void **state)
 
 	/* Failures: counted ones in the window count again. */
 	struct cidr k = cidr("192.0.2.4");
-	assert_int_equal(guard_restore_failure(g, &k, "u", T0 - 700, "auth_failed", GUARD_COUNTED, now), 0);
+	assert_int_equal(guard_restore_failure(g, &k, "u", T0 - 700, "auth_failed", "smtp", GUARD_COUNTED, now), 0);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(guard_restore_failure(g, &k, "u", T0 - 30 + (uint64_t)i, "auth_failed",
-		                                       GUARD_COUNTED, now), 0);
-	assert_int_equal(guard_restore_failure(g, &k, "u", T0 - 5, "auth_failed", GUARD_TRUSTED, now), 0);
+		                                       "pop3", GUARD_COUNTED, now), 0);
+	assert_int_equal(guard_restore_failure(g, &k, "u", T0 - 5, "auth_failed", "imap", GUARD_TRUSTED, now), 0);
 	r = flop(g, "192.0.2.4", "u");
 	assert_int_equal(r.failures, 4);
 	assert_int_equal(r.user_failures, 4 + 5);
@@ -879,7 +879,7 @@ static void test_failure_delay_and_names(void **state)
 	/* A non-IP address is refused, not counted. */
 	struct sockaddr_storage ss = {.ss_family = AF_UNIX};
 	struct guard_failure_result r;
-	assert_int_equal(guard_record_failure(g, (struct sockaddr *)&ss, "u", NULL, "x", now, &r), -1);
+	assert_int_equal(guard_record_failure(g, (struct sockaddr *)&ss, "u", NULL, "x", "pop3", now, &r), -1);
 	assert_false(guard_check_connect(g, (struct sockaddr *)&ss, now, NULL));
 	guard_free(&g);
 }

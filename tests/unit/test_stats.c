@@ -538,8 +538,8 @@ static void test_text_format(void **state)
 	/* Ends with the last counter. */
 	assert_non_null(strstr(text, "\nbytes_to_clients_total 0\n"));
 	assert_int_equal(text[strlen(text) - 1], '\n');
-	assert_string_equal(strstr(text, "\nclient_connections_evicted_total 0\n"),
-	                    "\nclient_connections_evicted_total 0\n");
+	assert_non_null(strstr(text, "\nclient_connections_evicted_total 0\nguard_failures_imap_total 0\n"));
+	assert_string_equal(strstr(text, "\npolicy_bad_requests_total 0\n"), "\npolicy_bad_requests_total 0\n");
 	for (const char *q = text; *q; q++)
 		lines += *q == '\n';
 	assert_int_equal(lines, 3 + STAT_COUNT);
@@ -603,8 +603,23 @@ static void test_prometheus_format(void **state)
 	         "\n# TYPE imapgate_start_time_seconds gauge\nimapgate_start_time_seconds %" PRIu64 "\n",
 	         stats_start_time());
 	assert_non_null(strstr(text, want));
+	/* A family: one HELP and TYPE, then one labelled sample per member. */
+	STATS_ADD(STAT_GUARD_FAILURES_SMTP, 5);
+	assert_non_null(strstr(text, "\n# TYPE imapgate_guard_failures_by_proto_total counter\n"
+	                             "imapgate_guard_failures_by_proto_total{proto=\"imap\"} 0\n"
+	                             "imapgate_guard_failures_by_proto_total{proto=\"pop3\"} 0\n"
+	                             "imapgate_guard_failures_by_proto_total{proto=\"smtp\"} 0\n"));
+	buf_free(&b);
+	buf_init(&b, STATS_PROMETHEUS_MAX);
+	assert_int_equal(stats_format_prometheus(&b), 0);
+	assert_int_equal(buf_append(&b, "", 1), 0);
+	text = buf_ptr(&b);
+	assert_non_null(strstr(text, "imapgate_guard_failures_by_proto_total{proto=\"smtp\"} 5\n"));
+	assert_null(strstr(text, "imapgate_guard_failures_smtp_total"));
 	/* Every sample line is "imapgate_NAME VALUE", every name has a TYPE. */
 	for (int i = 0; i < STAT_COUNT; i++) {
+		if (i >= STAT_GUARD_FAILURES_IMAP && i <= STAT_GUARD_FAILURES_OTHER)
+			continue; /* the family above */
 		snprintf(want, sizeof(want), "\n# TYPE imapgate_%s %s\nimapgate_%s %" PRIu64 "\n",
 		         stats_name((enum stat_id)i),
 		         stats_kind((enum stat_id)i) == STAT_KIND_COUNTER ? "counter" : "gauge",

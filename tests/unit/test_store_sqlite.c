@@ -109,7 +109,7 @@ static struct guard_failure_result fails(struct guard *g, const char *ip, int n,
 		pw++;
 		memcpy(h, &pw, sizeof pw);
 		assert_int_equal(guard_record_failure(g, sa(ip), "mallory@example.org", h,
-		                                      "auth_failed", t, &r), 0);
+		                                      "auth_failed", "imap", t, &r), 0);
 	}
 	return r;
 }
@@ -205,9 +205,9 @@ static void test_roundtrip_and_escalation(void **state)
 	assert_int_equal(guard_unban(g, &c, true, now, NULL), 1);
 	/* Ignored and duplicate failures are not written. */
 	uint8_t h[GUARD_PWHASH_LEN] = {9};
-	guard_record_failure(g, sa("127.0.0.1"), "x", h, "auth_failed", now, &r);
-	guard_record_failure(g, sa("192.0.2.9"), "x", h, "auth_failed", now, &r);
-	guard_record_failure(g, sa("192.0.2.9"), "x", h, "auth_failed", now, &r);
+	guard_record_failure(g, sa("127.0.0.1"), "x", h, "auth_failed", "imap", now, &r);
+	guard_record_failure(g, sa("192.0.2.9"), "x", h, "auth_failed", "imap", now, &r);
+	guard_record_failure(g, sa("192.0.2.9"), "x", h, "auth_failed", "imap", now, &r);
 	assert_int_equal(r.status, GUARD_DUPLICATE);
 
 	assert_int_equal(store_sqlite_sync(s), 0);
@@ -428,6 +428,45 @@ static void test_retention(void **state)
 	assert_int_equal(count_rows("SELECT count(*) FROM bans WHERE prefix = '192.0.2.11/32'"), 1);
 }
 
+/* A database made by the previous version (schema 1, no proto column)
+ * opens, gains the column with "imap" for its old rows, and loads. */
+static void test_upgrade_from_schema_1(void **state)
+{
+	(void)state;
+	uint64_t now = (uint64_t)time(NULL);
+	sqlite3 *db;
+	char sql[512];
+
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	snprintf(sql, sizeof sql,
+	         "CREATE TABLE bans (prefix TEXT PRIMARY KEY, started INTEGER NOT NULL, expiry INTEGER NOT NULL,"
+	         " ban_count INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL);"
+	         "CREATE TABLE failures (id INTEGER PRIMARY KEY, prefix TEXT NOT NULL, user TEXT NOT NULL,"
+	         " time INTEGER NOT NULL, reason TEXT NOT NULL, status TEXT NOT NULL);"
+	         "INSERT INTO failures(prefix, user, time, reason, status)"
+	         " VALUES ('192.0.2.77/32', 'old', %llu, 'auth_failed', 'counted');"
+	         "PRAGMA user_version=1;",
+	         (unsigned long long)now - 10);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	struct store_sqlite *s = open_store(NULL);
+	struct guard *g = mk_guard(7);
+	char err[256];
+	assert_int_equal(store_sqlite_load(s, g, now, err, sizeof err), 0);
+	guard_set_sink(g, store_sqlite_event, s);
+	uint8_t h[GUARD_PWHASH_LEN] = {4};
+	struct guard_failure_result r;
+	assert_int_equal(guard_record_failure(g, sa("192.0.2.77"), "new", h, "auth_failed", "smtp", now, &r), 0);
+	assert_int_equal(r.failures, 2); /* the old row counted again */
+	assert_int_equal(store_sqlite_sync(s), 0);
+	close_store(&s);
+	guard_free(&g);
+	assert_int_equal(count_rows("PRAGMA user_version"), 2);
+	assert_int_equal(count_rows("SELECT count(*) FROM failures WHERE user = 'old' AND proto = 'imap'"), 1);
+	assert_int_equal(count_rows("SELECT count(*) FROM failures WHERE user = 'new' AND proto = 'smtp'"), 1);
+}
+
 static void test_bad_path(void **state)
 {
 	(void)state;
@@ -467,6 +506,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_overflow_keeps_bans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_retries_bans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_schema_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

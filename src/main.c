@@ -33,6 +33,7 @@
 #include "pool.h"
 #include "preflight.h"
 #include "metrics.h"
+#include "policy_http.h"
 #include "notify.h"
 #include "stats.h"
 #include "tls.h"
@@ -210,6 +211,7 @@ static void begin_shutdown(void)
 	notify_send("STOPPING=1");
 	log_info("event=shutdown sessions=%u timeout=%u", srv.n_sessions, srv.cfg->shutdown_timeout);
 	listener_close_all();
+	policy_stop_accepting();
 	banfilter_helper_stop();
 	if (probe_running) {
 		backend_abort(&probe);
@@ -340,6 +342,8 @@ static void reload_config(void)
 			log_warn("event=reload warning=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
 		if (metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
 			log_warn("event=reload warning=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+		if (policy_reload(srv.cfg, &err) == -1)
+			log_warn("event=reload warning=\"%s\"", err);
 		if (trace_open(srv.cfg->protocol_log_filename, geteuid(), getegid(), &err) == -1)
 			log_warn("event=reload warning=\"protocol_log_filename: %s\"", err);
 	}
@@ -402,12 +406,15 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_json_str(out, srv.cfg->server_port);
 		sb_printf(out, ",\"guard\":");
 		sb_json_str(out, guard_service_describe());
+		sb_printf(out, ",\"policy_port\":%u,\"policy_connections\":%zu", policy_port(), policy_connections());
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
 	sb_printf(out, "version %s\npid %ld\nsessions %u\nbackend %s:%s\nguard %s\n", IMAPGATE_VERSION,
 	          (long)getpid(), srv.n_sessions, srv.cfg->server_hostname, srv.cfg->server_port,
 	          guard_service_describe());
+	if (srv.cfg->n_policy_listen)
+		sb_printf(out, "policy port %u, %zu connection(s)\n", policy_port(), policy_connections());
 	{
 		struct buf b;
 
@@ -623,6 +630,8 @@ int main(int argc, char **argv)
 			fatal("event=start error=\"stat_filename %s: %s\"", srv.cfg->stat_filename, err);
 		if (srv.cfg->metrics_listen && metrics_open(srv.loop, srv.cfg->metrics_listen, &err) == -1)
 			fatal("event=start error=\"metrics_listen %s: %s\"", srv.cfg->metrics_listen, err);
+		if (policy_open(srv.loop, srv.cfg, &err) == -1)
+			fatal("event=start error=\"%s\"", err);
 		/* Opened as root, kept after the drop; a debug aid, so not fatal. */
 		if (trace_open(srv.cfg->protocol_log_filename, run_uid, run_gid, &err) == -1)
 			log_warn("event=start warning=\"protocol_log_filename: %s\"", err);
@@ -659,6 +668,7 @@ int main(int argc, char **argv)
 		fatal("event=loop_failed error=\"%s\"", strerror(errno));
 	control_close();
 	metrics_close();
+	policy_close();
 	session_reap();
 	pool_shutdown();
 	pool_reap();

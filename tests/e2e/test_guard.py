@@ -284,10 +284,11 @@ def test_ctl_ban_unban_why_bans(make_gate, dovecot, fresh_user):
     rc, out, _ = ctl(g, "why", "127.0.0.12")
     assert rc == 0
     assert "127.0.0.12/32: not banned, 2 failure(s) counted in the window\n" in out
-    assert ("user=%s reason=auth_failed status=counted" % user) in out and "user=mallory" in out
+    assert ("user=%s proto=imap reason=auth_failed status=counted" % user) in out and "user=mallory" in out
     rc, out, _ = ctl(g, "why", "127.0.0.12", "--json")
     (p,) = json.loads(out)
     assert sorted(f["user"] for f in p["recent"]) == sorted([user, "mallory"])
+    assert [f["proto"] for f in p["recent"]] == ["imap", "imap"]
     rc, out, _ = ctl(g, "bans")
     assert out == "no active bans\n"
     # Clear errors.

@@ -13,6 +13,7 @@ socket in LISTEN state, a log line), not sleeps.
 import atexit
 import base64
 import grp
+import hashlib
 import http.server
 import itertools
 import json
@@ -170,6 +171,31 @@ def kill_group(pgid, timeout=5.0):
     deadline = time.monotonic() + timeout
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def stop_group(proc, ports=(), timeout=10.0, graceful=True):
+    """Stop a master process started with start_new_session: SIGTERM and a bounded wait
+    (unless not graceful), then SIGKILL of whatever is left of its process group; wait
+    (bounded) until the ports no longer listen. Returns the exit status."""
+    if graceful and proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # The master takes its children with it; make sure of it.
+    kill_group(proc.pid)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    for port in ports:
+        if port:
+            try:
+                wait_for(lambda: not _proc_net_listening(port), 5.0, what="port %d closed" % port)
+            except TimeoutError:
+                pass
+    return proc.returncode
 
 
 def remove_tree(path):
@@ -440,6 +466,25 @@ class RawClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def wait_greeting(host, port, prefix, goodbye, timeout, who):
+    """Connect until the server's first line starts with prefix (bytes), then send goodbye;
+    proves the service answers, not just that its port listens."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with RawClient(host, port, timeout=max(0.1, deadline - time.monotonic())) as c:
+                line = c.read_line()
+                if line.startswith(prefix):
+                    c.sendline(goodbye)
+                    return
+                last = line
+        except (OSError, EOFError, TimeoutError) as e:
+            last = e
+        time.sleep(0.02)
+    raise TimeoutError("no %s greeting: %r" % (who, last))
 
 
 # --------------------------------------------------------------------------
@@ -838,20 +883,7 @@ service auth {{
         return self
 
     def _wait_greeting(self, timeout):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                with RawClient(self.host, self.port, timeout=max(0.1, deadline - time.monotonic())) as c:
-                    line = c.read_line()
-                    if line.startswith(b"* OK"):
-                        c.sendline("z LOGOUT")
-                        return
-                    last = line
-            except (OSError, EOFError, TimeoutError) as e:
-                last = e
-            time.sleep(0.02)
-        raise TimeoutError("no Dovecot greeting: %r" % (last,))
+        wait_greeting(self.host, self.port, b"* OK", "z LOGOUT", timeout, "Dovecot")
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -861,26 +893,8 @@ service auth {{
         SIGKILL of the whole process group. graceful=False: SIGKILL at once, like a crash."""
         if not self.proc:
             return None
-        if graceful and self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # The master takes its children with it; make sure of it.
-        kill_group(self.proc.pid)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        rc = self.proc.returncode
-        # Port must be free again before a restart.
-        for port in (self.port, self.pop3_port):
-            try:
-                if port:
-                    wait_for(lambda: not _proc_net_listening(port), 5.0, what="dovecot port closed")
-            except TimeoutError:
-                pass
+        # Ports must be free again before a restart.
+        rc = stop_group(self.proc, (self.port, self.pop3_port), timeout, graceful)
         # A stale socket file would pass start()'s readiness check after a restart.
         if self.sasl_path:
             try:
@@ -933,6 +947,17 @@ class _TeeReader:
 
     def __getattr__(self, name):
         return getattr(self.f, name)
+
+
+def policy_pwhash(nonce, login, password, bits=12, mech="sha256"):
+    """The pwhash Dovecot 2.3 sends a policy server: H(nonce || login || NUL || password),
+    its first `bits` bits right-aligned in ceil(bits/8) bytes, in hex (bits=0: all of it)."""
+    digest = hashlib.new(mech, nonce.encode() + login.encode() + b"\0" + password.encode()).digest()
+    if not bits:
+        return digest.hex()
+    nbytes = (bits + 7) // 8
+    value = int.from_bytes(digest[:nbytes], "big") >> (nbytes * 8 - bits)
+    return "%0*x" % (nbytes * 2, value)
 
 
 class PolicyRequest:
@@ -1246,20 +1271,7 @@ class Postfix:
         return self
 
     def _wait_greeting(self, timeout):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                with RawClient(self.host, self.port, timeout=max(0.1, deadline - time.monotonic())) as c:
-                    line = c.read_line()
-                    if line.startswith(b"220"):
-                        c.sendline("QUIT")
-                        return
-                    last = line
-            except (OSError, EOFError, TimeoutError) as e:
-                last = e
-            time.sleep(0.02)
-        raise TimeoutError("no 220 greeting from smtpd: %r" % (last,))
+        wait_greeting(self.host, self.port, b"220 ", "QUIT", timeout, "smtpd")
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -1269,22 +1281,7 @@ class Postfix:
         of the process group; returns the master's exit status."""
         if not self.proc:
             return None
-        if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(self.proc.pid)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            wait_for(lambda: not _proc_net_listening(self.port), 5.0, what="postfix port closed")
-        except TimeoutError:
-            pass
-        return self.proc.returncode
+        return stop_group(self.proc, (self.port,), timeout)
 
     def cleanup(self):
         self.stop()

@@ -153,9 +153,11 @@ def test_forwarded_address_is_the_remote(doors):
 
 
 def test_one_keep_alive_connection_carries_the_requests(doors):
-    for protocol in ("imap", "pop3"):
+    for n, protocol in ((3, "imap"), (6, "pop3")):
         assert login(doors, protocol, "carol", 'p@ss w"r\\d')[0]
-    reqs = doors.rec.wait_requests(6)
+        # The report may still be in flight when the client is logged in; a request
+        # made meanwhile could take a second connection.
+        reqs = doors.rec.wait_requests(n)
     assert len({r.conn for r in reqs}) == 1
     assert [r.seq for r in reqs] == list(range(1, 7))
     assert all(r.header("Connection") == "Keep-Alive" for r in reqs)

@@ -9,6 +9,10 @@ pytest fixtures for imapgate's end-to-end tests.
                session Dovecot; at teardown every gate is stopped with SIGTERM
                and must exit 0, with no sanitizer report and no password in its log
   fresh_user   a new user (name, password) with an empty INBOX in the session Dovecot
+  policy_server a PolicyRecorder (stand-in Dovecot auth policy server), running
+  make_postfix a factory: make_postfix(dovecot) starts a private Postfix doing SMTP AUTH
+               through dovecot's SASL socket (Dovecot(sasl_socket=True)); skips the
+               test when Postfix cannot run here (not root, not installed)
 
 Run with Debian's pytest:  /usr/bin/python3 -m pytest tests/e2e
 """
@@ -22,7 +26,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import DEFAULT_USERS, SECRETS, Dovecot, Imapgate, have_ipv6  # noqa: E402
+from harness import (DEFAULT_USERS, SECRETS, Dovecot, Imapgate, PolicyRecorder, Postfix,  # noqa: E402
+                     have_ipv6, postfix_unavailable)
 
 
 # Users made before the session Dovecot starts, handed out by fresh_user: adding
@@ -148,6 +153,40 @@ def make_gate(dovecot, request):
         g.cleanup()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def policy_server():
+    """A running PolicyRecorder; its url goes to Dovecot(policy_url=...)."""
+    rec = PolicyRecorder().start()
+    yield rec
+    rec.cleanup()
+
+
+@pytest.fixture
+def make_postfix(request):
+    """Factory: make_postfix(dovecot, start=True, **Postfix kwargs) for a Dovecot made with
+    sasl_socket=True. Every instance is stopped and removed at teardown; its log is
+    printed when the test failed."""
+    reason = postfix_unavailable()
+    made = []
+
+    def factory(dovecot, start=True, **kw):
+        if reason:
+            pytest.skip(reason)
+        if not dovecot.sasl_path:
+            raise ValueError("make_postfix needs a Dovecot(sasl_socket=True)")
+        pf = Postfix(dovecot.sasl_path, **kw)
+        made.append(pf)
+        if start:
+            pf.start()
+        return pf
+
+    yield factory
+    for pf in made:
+        if getattr(request.node, "_failed", False):
+            print("--- postfix log (%s) ---\n%s" % (pf.dir, pf.log_text()[-4000:]))
+        pf.cleanup()
 
 
 @pytest.hookimpl(hookwrapper=True)

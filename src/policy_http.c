@@ -517,12 +517,6 @@ static void accept_io(struct loop_io *io, unsigned ev)
 			return;
 		}
 		addr_format_ip((struct sockaddr *)&ss, ip, sizeof(ip));
-		if (!cidr_list_match(&P.cfg->policy_allow, (struct sockaddr *)&ss)) {
-			STATS_INC(STAT_POLICY_BAD_REQUESTS_TOTAL);
-			log_warn("event=policy_bad_request client=%s status=403 error=\"not in policy_allow\"", ip);
-			busy(fd, 403, "Forbidden");
-			continue;
-		}
 		pc = slot_get();
 		if (pc == NULL) {
 			STATS_INC(STAT_POLICY_BAD_REQUESTS_TOTAL);
@@ -541,6 +535,13 @@ static void accept_io(struct loop_io *io, unsigned ev)
 		pc->timer.fn = pc_timeout;
 		pc->timer.data = pc;
 		loop_timer_start(P.loop, &pc->timer, timeout_ms());
+		if (!cidr_list_match(&P.cfg->policy_allow, (struct sockaddr *)&ss)) {
+			/* Answered at once; its request is read and dropped until
+			 * it closes (bounded), so the 403 is not lost to a reset. */
+			refuse(pc, 403, "Forbidden", "not in policy_allow");
+			pc_flush(pc);
+			continue;
+		}
 		if (loop_io_set(P.loop, &pc->c.io, LOOP_READ) == -1)
 			pc_close(pc);
 	}

@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
+#include "tcp_listen.h"
 
 #define METRICS_MAX_SOCKETS 4
 #define METRICS_OUT_MAX (STATS_PROMETHEUS_MAX + 512)
@@ -322,44 +323,10 @@ void metrics_close(void)
 	M.loop = NULL;
 }
 
-static int bind_one(const struct addrinfo *ai, const char **error_r)
-{
-	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
-	int one = 1, fd;
-
-	getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port, sizeof(port),
-	            NI_NUMERICHOST | NI_NUMERICSERV);
-	if (M.n_lio == METRICS_MAX_SOCKETS) {
-		*error_r = set_err("metrics_listen: too many addresses");
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		*error_r = set_err("metrics_listen %s port %s: socket: %s", host, port, strerror(errno));
-		return -1;
-	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ai->ai_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 || listen(fd, 64) == -1) {
-		*error_r = set_err("metrics_listen %s port %s: %s", host, port, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	memset(&M.lio[M.n_lio], 0, sizeof(M.lio[M.n_lio]));
-	M.lio[M.n_lio].fd = fd;
-	M.lio[M.n_lio].fn = accept_io;
-	M.n_lio++;
-	log_info("event=metrics_listen address=%s port=%s", host, port);
-	return 0;
-}
-
 int metrics_open(struct loop *l, const char *hostport, const char **error_r)
 {
-	char host[256], port[64];
-	struct addrinfo hints, *res = NULL, *ai;
-	const char *why;
-	int gai;
+	int fds[METRICS_MAX_SOCKETS];
+	size_t n = 0;
 
 	*error_r = NULL;
 	if (hostport != NULL && M.loop == l && M.spec != NULL && strcmp(M.spec, hostport) == 0)
@@ -367,34 +334,18 @@ int metrics_open(struct loop *l, const char *hostport, const char **error_r)
 	metrics_close();
 	if (hostport == NULL)
 		return 0;
-	if (addr_split_hostport(hostport, host, sizeof(host), port, sizeof(port), &why) == -1) {
-		*error_r = set_err("metrics_listen %s: %s", hostport, why);
-		return -1;
-	}
-	if (port[0] == '\0') {
-		*error_r = set_err("metrics_listen %s: no port", hostport);
-		return -1;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-	if (gai != 0) {
-		*error_r = set_err("metrics_listen %s: %s", hostport, gai_strerror(gai));
+	if (tcp_listen_spec("metrics_listen", hostport, 64, fds, METRICS_MAX_SOCKETS, &n, errbuf,
+	                    sizeof(errbuf)) == -1) {
+		*error_r = errbuf;
 		return -1;
 	}
 	M.loop = l;
-	/* A named host binds its first address; "any" binds v4 and v6. */
-	for (ai = res; ai; ai = ai->ai_next) {
-		if (bind_one(ai, error_r) == -1) {
-			freeaddrinfo(res);
-			metrics_close();
-			return -1;
-		}
-		if (host[0])
-			break;
+	for (size_t i = 0; i < n; i++) {
+		memset(&M.lio[i], 0, sizeof(M.lio[i]));
+		M.lio[i].fd = fds[i];
+		M.lio[i].fn = accept_io;
 	}
-	freeaddrinfo(res);
+	M.n_lio = n;
 	if ((M.spec = strdup(hostport)) == NULL) {
 		*error_r = set_err("out of memory");
 		metrics_close();

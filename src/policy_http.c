@@ -33,6 +33,7 @@
 #include "log.h"
 #include "policy_hash.h"
 #include "stats.h"
+#include "tcp_listen.h"
 
 #define POLICY_MAX_SOCKETS (CONFIG_MAX_POLICY_LISTEN * 2)
 #define POLICY_OUT_MAX 65536  /* answers queued for one connection (pipelined) */
@@ -559,70 +560,6 @@ static void listeners_close(void)
 	P.n_spec = 0;
 }
 
-static int bind_one(const char *spec, const struct addrinfo *ai, const char **error_r)
-{
-	char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
-	int one = 1, fd;
-
-	getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port, sizeof(port),
-	            NI_NUMERICHOST | NI_NUMERICSERV);
-	if (P.n_lio == POLICY_MAX_SOCKETS) {
-		*error_r = set_err("policy_listen %s: too many addresses", spec);
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		*error_r = set_err("policy_listen %s: socket: %s", spec, strerror(errno));
-		return -1;
-	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ai->ai_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 || listen(fd, 128) == -1) {
-		*error_r = set_err("policy_listen %s (%s port %s): %s", spec, host, port, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	memset(&P.lio[P.n_lio], 0, sizeof(P.lio[P.n_lio]));
-	P.lio[P.n_lio].fd = fd;
-	P.lio[P.n_lio].fn = accept_io;
-	P.n_lio++;
-	log_info("event=policy_listen address=%s port=%s", host, port);
-	return 0;
-}
-
-static int bind_spec(const char *spec, const char **error_r)
-{
-	char host[256], port[64];
-	struct addrinfo hints, *res = NULL, *ai;
-	const char *why;
-	int gai;
-
-	if (addr_split_hostport(spec, host, sizeof(host), port, sizeof(port), &why) == -1) {
-		*error_r = set_err("policy_listen %s: %s", spec, why);
-		return -1;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-	if (gai != 0) {
-		*error_r = set_err("policy_listen %s: %s", spec, gai_strerror(gai));
-		return -1;
-	}
-	/* A named host binds its first address; "any" binds v4 and v6. */
-	for (ai = res; ai; ai = ai->ai_next) {
-		if (bind_one(spec, ai, error_r) == -1) {
-			freeaddrinfo(res);
-			return -1;
-		}
-		if (host[0])
-			break;
-	}
-	freeaddrinfo(res);
-	return 0;
-}
-
 static bool same_spec(const struct config *cfg)
 {
 	if (cfg->n_policy_listen != P.n_spec)
@@ -636,10 +573,23 @@ static bool same_spec(const struct config *cfg)
 static int listeners_open(const struct config *cfg, const char **error_r)
 {
 	for (size_t i = 0; i < cfg->n_policy_listen; i++) {
-		if (bind_spec(cfg->policy_listen[i], error_r) == -1 ||
-		    (P.spec[P.n_spec] = strdup(cfg->policy_listen[i])) == NULL) {
-			if (*error_r == NULL)
-				*error_r = set_err("out of memory");
+		int fds[POLICY_MAX_SOCKETS];
+		size_t n = 0;
+
+		if (tcp_listen_spec("policy_listen", cfg->policy_listen[i], 128, fds, POLICY_MAX_SOCKETS - P.n_lio, &n,
+		                    errbuf, sizeof(errbuf)) == -1) {
+			*error_r = errbuf;
+			listeners_close();
+			return -1;
+		}
+		for (size_t k = 0; k < n; k++) {
+			memset(&P.lio[P.n_lio], 0, sizeof(P.lio[P.n_lio]));
+			P.lio[P.n_lio].fd = fds[k];
+			P.lio[P.n_lio].fn = accept_io;
+			P.n_lio++;
+		}
+		if ((P.spec[P.n_spec] = strdup(cfg->policy_listen[i])) == NULL) {
+			*error_r = set_err("out of memory");
 			listeners_close();
 			return -1;
 		}

@@ -1610,6 +1610,15 @@ class Imapgate:
 # IMAP helpers shared by tests and the demo
 
 
+def ctl(gate, *args):
+    """imapgate-ctl against a gate whose control_socket is "ctl.sock" (in its dir):
+    (exit code, stdout, stderr)."""
+    sock = str(gate.dir / "ctl.sock")
+    p = subprocess.run([str(gate.build / "imapgate-ctl"), "-s", sock] + list(args),
+                       capture_output=True, text=True, timeout=10)
+    return p.returncode, p.stdout, p.stderr
+
+
 def login_raw(c, user, password, tag="a", timeout=None):
     """LOGIN with both arguments quoted; return the lines up to the tagged reply."""
     return c.command(tag, "LOGIN %s %s" % (quote(user), quote(password)), timeout=timeout)

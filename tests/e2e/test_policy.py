@@ -11,23 +11,16 @@ are in test_policy_doors.py.
 import http.client
 import json
 import socket
-import subprocess
 import urllib.request
 
 import pytest
 
-from harness import RawClient, can_bind, free_port, login_raw, register_secret, run_check, wait_for, wait_listening
+from harness import (RawClient, can_bind, ctl, free_port, login_raw, register_secret, run_check, wait_for,
+                     wait_listening)
 
 KEY = "k3y-for-policy-tests-0123456789"
 register_secret(KEY)
 FAST = dict(guard_maxretry=3, guard_failure_delay=0, guard_db="none")
-
-
-def ctl(gate, *args):
-    sock = str(gate.dir / "ctl.sock")
-    p = subprocess.run([str(gate.build / "imapgate-ctl"), "-s", sock] + list(args),
-                       capture_output=True, text=True, timeout=10)
-    return p.returncode, p.stdout, p.stderr
 
 
 @pytest.fixture

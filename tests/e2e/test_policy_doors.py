@@ -15,12 +15,11 @@ import pwd
 import shutil
 import smtplib
 import socket
-import subprocess
 import tempfile
 
 import pytest
 
-from harness import (can_bind, free_port, login_raw, register_secret, sasl_plain, wait_for,
+from harness import (can_bind, ctl, free_port, login_raw, register_secret, sasl_plain, wait_for,
                      wait_listening)
 
 KEY = "door-key-0123456789abcdef"
@@ -90,13 +89,6 @@ def smtp_auth(port, src, user, pw):
             s.quit()
         except (smtplib.SMTPException, OSError):
             s.close()
-
-
-def ctl(gate, *args):
-    sock = str(gate.dir / "ctl.sock")
-    p = subprocess.run([str(gate.build / "imapgate-ctl"), "-s", sock] + list(args),
-                       capture_output=True, text=True, timeout=10)
-    return p.returncode, p.stdout, p.stderr
 
 
 @pytest.fixture

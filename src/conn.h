@@ -58,6 +58,11 @@ void conn_set_lowat(struct conn *c, unsigned n);
 /* Remove from the loop and close; safe on a closed conn. */
 void conn_close(struct loop *l, struct conn *c);
 
+struct buf;
+/* Write as much of b as c takes: 1 when b is empty, 0 when the transport
+ * would block (the rest stays in b), -1 on an error. */
+int conn_write_buf(struct conn *c, struct buf *b);
+
 /* Socket options for either side: non-blocking, TCP_NODELAY, keepalive. */
 int conn_setup_socket(int fd, int keepalive);
 

@@ -4,6 +4,7 @@
  * Thin wrappers over read/write on a non-blocking socket; it never blocks
  * and never retries on its own.
  */
+#include "buf.h"
 #include "conn.h"
 
 #include <errno.h>
@@ -87,4 +88,18 @@ int conn_setup_socket(int fd, int keepalive)
 	if (keepalive)
 		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	return 0;
+}
+
+int conn_write_buf(struct conn *c, struct buf *b)
+{
+	while (buf_len(b) > 0) {
+		ssize_t w = conn_write(c, buf_ptr(b), buf_len(b));
+
+		if (w > 0) {
+			buf_consume(b, (size_t)w);
+			continue;
+		}
+		return w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+	}
+	return 1;
 }

@@ -99,18 +99,12 @@ static void client_timeout(struct loop_timer *t)
 /* Write what is queued; then stop sending and wait for the client's EOF. */
 static void client_flush(struct mclient *cl)
 {
-	while (buf_len(&cl->out) > 0) {
-		ssize_t w = conn_write(&cl->c, buf_ptr(&cl->out), buf_len(&cl->out));
-
-		if (w > 0) {
-			buf_consume(&cl->out, (size_t)w);
-			continue;
-		}
-		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (loop_io_set(M.loop, &cl->c.io, LOOP_WRITE) == -1)
-				client_close(cl);
-			return;
-		}
+	switch (conn_write_buf(&cl->c, &cl->out)) {
+	case 0:
+		if (loop_io_set(M.loop, &cl->c.io, LOOP_WRITE) == -1)
+			client_close(cl);
+		return;
+	case -1:
 		client_close(cl);
 		return;
 	}

@@ -106,18 +106,12 @@ static void pc_timeout(struct loop_timer *t)
 /* Write what is queued; after a closing answer, half-close and drain. */
 static void pc_flush(struct pconn *pc)
 {
-	while (buf_len(&pc->out) > 0) {
-		ssize_t w = conn_write(&pc->c, buf_ptr(&pc->out), buf_len(&pc->out));
-
-		if (w > 0) {
-			buf_consume(&pc->out, (size_t)w);
-			continue;
-		}
-		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (loop_io_set(P.loop, &pc->c.io, LOOP_WRITE) == -1)
-				pc_close(pc);
-			return;
-		}
+	switch (conn_write_buf(&pc->c, &pc->out)) {
+	case 0:
+		if (loop_io_set(P.loop, &pc->c.io, LOOP_WRITE) == -1)
+			pc_close(pc);
+		return;
+	case -1:
 		pc_close(pc);
 		return;
 	}

@@ -4,8 +4,10 @@
 # Quiet when everything is present. As root, missing packages are installed
 # with apt-get (after one "apt-get update"), with a temporary
 # /usr/sbin/policy-rc.d that forbids starting services, so installing
-# dovecot or imapproxy never starts a system daemon. Not root: prints the
-# command to run and exits 1.
+# dovecot, postfix or imapproxy never starts a system daemon. Postfix is
+# preseeded to "No configuration" (no /etc/postfix/main.cf, no questions):
+# the tests run private instances with their own config directory. Not
+# root: prints the command to run and exits 1.
 #
 # "deps.sh deb": only what "make deb" needs (the package's Build-Depends and
 # dpkg-buildpackage). The full list has them too, for tests/e2e/test_deb.py.
@@ -13,7 +15,7 @@ set -u
 
 DEB_PACKAGES="libssl-dev libsqlite3-dev debhelper dpkg-dev"
 PACKAGES="$DEB_PACKAGES libcmocka-dev python3 python3-pytest
-dovecot-core dovecot-imapd clang libclang-rt-14-dev imapproxy openssl fail2ban curl
+dovecot-core dovecot-imapd dovecot-pop3d postfix clang libclang-rt-14-dev imapproxy openssl fail2ban curl
 php-cli roundcube-core roundcube-sqlite3"
 if [ "${1:-}" = deb ]; then
 	PACKAGES=$DEB_PACKAGES
@@ -69,6 +71,13 @@ printf '#!/bin/sh\n# written by imapgate scripts/deps.sh: start no service\nexit
 chmod 755 "$POLICY" || exit 1
 
 export DEBIAN_FRONTEND=noninteractive
+# Debian's default answer is "Internet Site", which writes a system main.cf
+# and aliases; the tests need none of it. Only asked on a first install.
+case " $missing " in
+*" postfix "*)
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections ||
+		{ echo "deps.sh: debconf-set-selections failed" >&2; exit 1; } ;;
+esac
 apt-get update || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
 # shellcheck disable=SC2086 # word splitting of the package list is wanted
 apt-get install -y $missing || { echo "deps.sh: apt-get install failed" >&2; exit 1; }

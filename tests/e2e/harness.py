@@ -13,16 +13,22 @@ socket in LISTEN state, a log line), not sleeps.
 import atexit
 import base64
 import grp
+import http.server
+import itertools
+import json
 import os
 import pwd
 import re
 import select
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -471,7 +477,14 @@ class Dovecot:
     d = Dovecot(); d.start(); ... d.stop()   (or use as a context manager)
     """
 
-    def __init__(self, users=None, ipv6=False, port=None, tmpdir=None, extra_conf=""):
+    def __init__(self, users=None, ipv6=False, port=None, tmpdir=None, extra_conf="", *,
+                 pop3=False, sasl_socket=False, policy_url=None, policy_api_header=None,
+                 policy_nonce="imapgate-test-nonce", policy_reject_on_fail=False):
+        """pop3: POP3 too, on self.pop3_port. sasl_socket: an auth-client socket at
+        self.sasl_path for a Postfix with smtpd_sasl_type = dovecot. policy_url: ask this
+        auth policy server before and after every authentication and report the result
+        (policy_api_header: auth_policy_server_api_header; policy_reject_on_fail:
+        auth_policy_reject_on_fail)."""
         global _instance_counter
         self.binary = _find_dovecot()
         if not self.binary:
@@ -487,6 +500,13 @@ class Dovecot:
         self.instance = "imapgate-test-%d-%d-%d" % (os.getpid(), _instance_counter, self.port)
         self.uid, self.gid, self.mail_user = _mail_owner()
         self.extra_conf = extra_conf
+        self.pop3_port = free_port() if pop3 else None
+        # Straight in the temp dir (0755), not in base_dir, so Postfix's smtpd can reach it.
+        self.sasl_path = self.dir / "sasl-auth" if sasl_socket else None
+        self.policy_url = policy_url
+        self.policy_api_header = policy_api_header
+        self.policy_nonce = policy_nonce
+        self.policy_reject_on_fail = policy_reject_on_fail
         self.users = {}
         self.proc = None
         self._pw_mtime = 0
@@ -574,7 +594,7 @@ state_dir = {self.dir}/state
 log_path = {self.log_path}
 info_log_path = {self.info_log_path}
 debug_log_path = {self.log_path}
-protocols = imap
+protocols = imap{" pop3" if self.pop3_port else ""}
 listen = {listen}
 ssl = no
 {users_conf}
@@ -637,9 +657,66 @@ service anvil {{
   }}
 {login_chroot}}}
 
+{self._pop3_conf(login_chroot)}{self._sasl_conf()}{self._policy_conf()}
 {self.extra_conf}
 """
         self.conf_path.write_text(conf)
+
+    def _pop3_conf(self, login_chroot):
+        if not self.pop3_port:
+            return ""
+        return f"""
+protocol pop3 {{
+  mail_max_userip_connections = 1000
+}}
+
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 1
+{login_chroot}}}
+"""
+
+    def _sasl_conf(self):
+        if not self.sasl_path:
+            return ""
+        # Postfix's smtpd runs as mail_owner (postfix); as root the socket is given to it,
+        # otherwise (no Postfix can run then anyway) it is left to the current user.
+        owner = ""
+        if IS_ROOT:
+            try:
+                pw = pwd.getpwnam("postfix")
+                owner = "    user = %s\n    group = %s\n" % (pw.pw_name, grp.getgrgid(pw.pw_gid).gr_name)
+            except KeyError:
+                pass
+        return f"""
+service auth {{
+  unix_listener {self.sasl_path} {{
+    mode = 0660
+{owner}  }}
+}}
+"""
+
+    def _policy_conf(self):
+        if not self.policy_url:
+            return ""
+        lines = [
+            "auth_policy_server_url = %s" % self.policy_url,
+            "auth_policy_hash_nonce = %s" % self.policy_nonce,
+            "auth_policy_check_before_auth = yes",
+            "auth_policy_check_after_auth = yes",
+            "auth_policy_report_after_auth = yes",
+            "auth_policy_reject_on_fail = %s" % ("yes" if self.policy_reject_on_fail else "no"),
+            "auth_policy_server_timeout_msecs = 2000",
+        ]
+        if self.policy_api_header is not None:
+            lines.append("auth_policy_server_api_header = %s" % self.policy_api_header)
+        return "\n" + "\n".join(lines) + "\n"
 
     # -- users and mail
     def add_user(self, name, password, wait=True):
@@ -713,20 +790,22 @@ service anvil {{
         except FileNotFoundError:
             return ""
 
-    def login_lines(self, user=None):
-        """Info-log lines of successful IMAP logins (optionally of one user)."""
-        pat = re.compile(r"imap-login: (?:Info: )?Login: user=<%s>" % (re.escape(user) if user else "[^>]*"))
+    def login_lines(self, user=None, protocol="imap"):
+        """Info-log lines of successful IMAP (or protocol="pop3") logins, optionally of one user."""
+        pat = re.compile(r"%s-login: (?:Info: )?Login: user=<%s>"
+                         % (re.escape(protocol), re.escape(user) if user else "[^>]*"))
         return [ln for ln in self.info_log_text().splitlines() if pat.search(ln)]
 
-    def count_logins(self, user=None):
-        """Number of successful IMAP logins so far (of user, or of everyone)."""
-        return len(self.login_lines(user))
+    def count_logins(self, user=None, protocol="imap"):
+        """Number of successful IMAP (or protocol="pop3") logins so far (of user, or of everyone)."""
+        return len(self.login_lines(user, protocol))
 
-    def wait_logins(self, user, n, timeout=5.0):
+    def wait_logins(self, user, n, timeout=5.0, protocol="imap"):
         """Wait until at least n logins of user are logged (the log process writes
         asynchronously); return the count."""
-        wait_for(lambda: self.count_logins(user) >= n, timeout, what="%d Dovecot logins of %s" % (n, user))
-        return self.count_logins(user)
+        wait_for(lambda: self.count_logins(user, protocol) >= n, timeout,
+                 what="%d Dovecot %s logins of %s" % (n, protocol, user))
+        return self.count_logins(user, protocol)
 
     # -- process
     def start(self, timeout=15.0):
@@ -744,6 +823,10 @@ service anvil {{
             stdout.close()
         try:
             wait_listening(self.port, "4", timeout=timeout, proc=self.proc)
+            if self.pop3_port:
+                wait_listening(self.pop3_port, "4", timeout=timeout, proc=self.proc)
+            if self.sasl_path:
+                wait_for(self.sasl_path.exists, timeout, what="Dovecot's SASL socket")
             if self.ipv6:
                 wait_listening(self.port6, "6", timeout=timeout, proc=self.proc)
             # LISTEN is not enough: the greeting proves imap-login is serving.
@@ -792,10 +875,18 @@ service anvil {{
             pass
         rc = self.proc.returncode
         # Port must be free again before a restart.
-        try:
-            wait_for(lambda: not _proc_net_listening(self.port), 5.0, what="dovecot port closed")
-        except TimeoutError:
-            pass
+        for port in (self.port, self.pop3_port):
+            try:
+                if port:
+                    wait_for(lambda: not _proc_net_listening(port), 5.0, what="dovecot port closed")
+            except TimeoutError:
+                pass
+        # A stale socket file would pass start()'s readiness check after a restart.
+        if self.sasl_path:
+            try:
+                self.sasl_path.unlink()
+            except FileNotFoundError:
+                pass
         return rc
 
     def restart(self, timeout=15.0):
@@ -806,6 +897,429 @@ service anvil {{
         self.stop(graceful=False)
         remove_tree(self.dir)
         _live.discard(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+# --------------------------------------------------------------------------
+# Dovecot auth policy server stand-in
+
+
+class _TeeReader:
+    """Wraps a handler's rfile and keeps a copy of every byte read, so the recorder can
+    show a request exactly as it arrived."""
+
+    def __init__(self, f):
+        self.f = f
+        self.buf = bytearray()
+
+    def readline(self, *args):
+        data = self.f.readline(*args)
+        self.buf += data
+        return data
+
+    def read(self, *args):
+        data = self.f.read(*args)
+        self.buf += data
+        return data
+
+    def take(self):
+        data, self.buf = bytes(self.buf), bytearray()
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+class PolicyRequest:
+    """One request as the recorder saw it: method, path, query (dict), command,
+    headers (list of (name, value) in arrival order), body (bytes), json (parsed body or
+    None), raw (the request's bytes as received), conn (a number per TCP connection) and
+    seq (its place on that connection, from 1)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def header(self, name):
+        """The first value of a header (case-insensitive), or None."""
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def __getitem__(self, key):
+        """A field of the JSON body: req["login"]."""
+        return (self.json or {})[key]
+
+    def get(self, key, default=None):
+        return (self.json or {}).get(key, default)
+
+    def __repr__(self):
+        return "<PolicyRequest %s %s %r>" % (self.method, self.path, self.json)
+
+
+class PolicyRecorder:
+    """A tiny threaded HTTP/1.1 server standing in for a Dovecot auth policy server.
+
+    Records every request (self.requests, a list of PolicyRequest) and answers with a
+    JSON body chosen per command (?command=allow|report): respond("allow", {"status": -1,
+    "msg": "banned"}); the default is {"status":0}. A body may also be bytes (sent as is)
+    or a function of the PolicyRequest returning either. stop() closes the listener and
+    every kept-alive connection, so Dovecot then finds nobody there.
+    """
+
+    def __init__(self, host="127.0.0.1", port=None, path="/policy"):
+        self.host = host
+        self.port = port or free_port()
+        self.path = path
+        self.url = "http://%s:%d%s" % (host, self.port, path)
+        self.requests = []
+        self.responses = {}
+        self._lock = threading.Lock()
+        self._conns = set()
+        self._conn_ids = itertools.count(1)
+        self.server = None
+        self.thread = None
+
+    def respond(self, command, body=None, status=200):
+        """Answer command with body (dict, bytes or function of the request) and HTTP status;
+        body None restores the default {"status":0}."""
+        if body is None and status == 200:
+            self.responses.pop(command, None)
+        else:
+            self.responses[command] = (status, {"status": 0} if body is None else body)
+
+    def _answer(self, req):
+        status, body = self.responses.get(req.command, (200, {"status": 0}))
+        if callable(body):
+            body = body(req)
+        if not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body, separators=(",", ":")).encode()
+        return status, bytes(body)
+
+    def _handler_class(self):
+        rec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.rfile = _TeeReader(self.rfile)
+                self.conn_id = next(rec._conn_ids)
+                self.seq = 0
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                raw = self.rfile.take()
+                self.seq += 1
+                path, _, qs = self.path.partition("?")
+                query = {k: v[-1] for k, v in urllib.parse.parse_qs(qs, keep_blank_values=True).items()}
+                try:
+                    parsed = json.loads(body) if body else None
+                except ValueError:
+                    parsed = None
+                req = PolicyRequest(method=self.command, path=path, query=query, command=query.get("command"),
+                                    headers=list(self.headers.items()), body=body, json=parsed, raw=raw,
+                                    conn=self.conn_id, seq=self.seq, time=time.monotonic())
+                status, out = rec._answer(req)
+                with rec._lock:
+                    rec.requests.append(req)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_POST = do_GET = do_PUT = _handle
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def start(self):
+        if self.server:
+            return self
+        rec = self
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+
+            def process_request(self, request, client_address):
+                with rec._lock:
+                    rec._conns.add(request)
+                super().process_request(request, client_address)
+
+            def shutdown_request(self, request):
+                with rec._lock:
+                    rec._conns.discard(request)
+                super().shutdown_request(request)
+
+        self.server = Server((self.host, self.port), self._handler_class())
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="policy-recorder", daemon=True)
+        self.thread.start()
+        _live.add(self)
+        return self
+
+    def running(self):
+        return self.server is not None
+
+    def stop(self):
+        """Stop listening and drop every open connection (kept-alive ones too)."""
+        if not self.server:
+            return
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(timeout=5)
+        self.server = None
+
+    def cleanup(self):
+        self.stop()
+        _live.discard(self)
+
+    def clear(self):
+        with self._lock:
+            self.requests.clear()
+
+    def select(self, command=None, **fields):
+        """Recorded requests with this command whose JSON body has these field values."""
+        with self._lock:
+            reqs = list(self.requests)
+        return [r for r in reqs if (command is None or r.command == command)
+                and all(r.get(k) == v for k, v in fields.items())]
+
+    def wait_requests(self, n, timeout=5.0, command=None, **fields):
+        """Wait until at least n matching requests (see select) are recorded; return them all."""
+        wait_for(lambda: len(self.select(command, **fields)) >= n, timeout,
+                 what="%d policy requests (%s %r)" % (n, command, fields))
+        return self.select(command, **fields)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+# --------------------------------------------------------------------------
+# Postfix (smtpd only, for SMTP AUTH through Dovecot)
+
+
+def postfix_unavailable():
+    """None when a private Postfix can run here, else the reason (for pytest.skip)."""
+    if not IS_ROOT:
+        return "Postfix's master runs only as root"
+    if not os.access(Postfix.MASTER, os.X_OK):
+        return "postfix not installed (scripts/deps.sh installs it)"
+    try:
+        pwd.getpwnam("postfix")
+        grp.getgrnam("postdrop")
+    except KeyError:
+        return "no postfix user or postdrop group"
+    return None
+
+
+class Postfix:
+    """A private Postfix 3.x whose only job is SMTP AUTH: smtpd on a free 127.0.0.1 port,
+    smtpd_sasl_type = dovecot through sasl_path (Dovecot(sasl_socket=True).sasl_path),
+    plus anvil and postlogd. Config, queue and data directories live in a temp dir;
+    the master runs in the foreground ('master -c DIR -d -s'), in its own process group,
+    so stop() can always take it and its children down. Nothing reads or writes
+    /etc/postfix or the system queue; no mail is accepted (no destinations, no relay).
+    Needs root. Log (maillog_file through postlogd): log_text(), wait_log().
+    """
+
+    MASTER = "/usr/lib/postfix/sbin/master"
+
+    def __init__(self, sasl_path, tmpdir=None, port=None, main=None):
+        reason = postfix_unavailable()
+        if reason:
+            raise HarnessError(reason)
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="imapgate-postfix-"))
+        os.chmod(self.dir, 0o755)
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.sasl_path = Path(sasl_path)
+        self.conf_dir = self.dir / "conf"
+        self.queue_dir = self.dir / "queue"
+        self.data_dir = self.dir / "data"
+        self.log_path = self.dir / "maillog"
+        self.stdout_path = self.dir / "master.stdout"
+        self.main = main or {}
+        self.proc = None
+        self._make_dirs()
+        self._write_conf()
+
+    def _make_dirs(self):
+        pf = pwd.getpwnam("postfix")
+        postdrop = grp.getgrnam("postdrop").gr_gid
+        # Owners and modes as Postfix's post-install would set them for the parts used.
+        for path, uid, gid, mode in (
+            (self.conf_dir, 0, 0, 0o755),
+            (self.queue_dir, 0, 0, 0o755),
+            (self.queue_dir / "pid", 0, 0, 0o755),
+            (self.queue_dir / "private", pf.pw_uid, 0, 0o700),
+            (self.queue_dir / "public", pf.pw_uid, postdrop, 0o710),
+            (self.data_dir, pf.pw_uid, 0, 0o700),
+        ):
+            path.mkdir(exist_ok=True)
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+
+    def _write_conf(self):
+        main = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue_dir,
+            "data_directory": self.data_dir,
+            "mail_owner": "postfix",
+            "syslog_name": "postfix-imapgate-test",
+            "maillog_file_prefixes": self.dir,
+            "maillog_file": self.log_path,
+            "myhostname": "imapgate-test.localdomain",
+            "mydomain": "localdomain",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mydestination": "",
+            "mynetworks": "",
+            "relay_domains": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+            "smtpd_relay_restrictions": "permit_sasl_authenticated, reject",
+            "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject",
+            "smtpd_peername_lookup": "no",
+            "smtpd_tls_security_level": "none",
+            "smtpd_tls_auth_only": "no",
+            "smtpd_sasl_auth_enable": "yes",
+            "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": self.sasl_path,
+            "smtpd_sasl_security_options": "noanonymous",
+        }
+        main.update(self.main)
+        (self.conf_dir / "main.cf").write_text(
+            "# generated by imapgate tests/e2e/harness.py — a private instance, not /etc/postfix\n"
+            + "".join("%s = %s\n" % (k, v) for k, v in main.items() if v is not None))
+        # No chroot: smtpd reaches the Dovecot socket by its absolute path.
+        (self.conf_dir / "master.cf").write_text(
+            "# service type private unpriv chroot wakeup maxproc command\n"
+            "%s:%d inet n - n - - smtpd\n"
+            "anvil unix - - n - 1 anvil\n"
+            "postlog unix-dgram n - n - 1 postlogd\n" % (self.host, self.port))
+        # Postfix waits (in 300 ms steps) while main.cf looks freshly edited: backdate it.
+        old = time.time() - 10
+        for name in ("main.cf", "master.cf"):
+            os.utime(self.conf_dir / name, (old, old))
+
+    def start(self, timeout=15.0):
+        if self.running():
+            return self
+        _live.add(self)
+        out = open(self.stdout_path, "ab")
+        try:
+            self.proc = subprocess.Popen([self.MASTER, "-c", str(self.conf_dir), "-d", "-s"],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        finally:
+            out.close()
+        try:
+            wait_listening(self.port, "4", timeout=timeout, proc=self.proc)
+            self._wait_greeting(timeout)
+        except Exception as e:
+            self.stop()
+            raise HarnessError("postfix did not start: %s\n%s\n%s" % (
+                e, self.stdout_path.read_text(errors="replace")[-3000:], self.log_text()[-3000:])) from e
+        return self
+
+    def _wait_greeting(self, timeout):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with RawClient(self.host, self.port, timeout=max(0.1, deadline - time.monotonic())) as c:
+                    line = c.read_line()
+                    if line.startswith(b"220"):
+                        c.sendline("QUIT")
+                        return
+                    last = line
+            except (OSError, EOFError, TimeoutError) as e:
+                last = e
+            time.sleep(0.02)
+        raise TimeoutError("no 220 greeting from smtpd: %r" % (last,))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """SIGTERM to the master (it stops its children), then SIGKILL of whatever is left
+        of the process group; returns the master's exit status."""
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(self.proc.pid)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            wait_for(lambda: not _proc_net_listening(self.port), 5.0, what="postfix port closed")
+        except TimeoutError:
+            pass
+        return self.proc.returncode
+
+    def cleanup(self):
+        self.stop()
+        remove_tree(self.dir)
+        _live.discard(self)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, regex, timeout=5.0):
+        """Wait for a maillog line matching regex (re.search); return the match."""
+        pat = re.compile(regex)
+        return wait_for(lambda: pat.search(self.log_text()), timeout, what="postfix log %r" % regex)
+
+    def smtp(self, timeout=10.0):
+        """An smtplib.SMTP connected to smtpd, EHLO done."""
+        s = smtplib.SMTP(self.host, self.port, timeout=timeout)
+        s.ehlo("client.imapgate.test")
+        return s
+
+    def auth(self, user, password, timeout=10.0):
+        """AUTH PLAIN with an initial response; returns (reply code, reply text)."""
+        register_secret(password, sasl_plain(user, password))
+        s = self.smtp(timeout)
+        try:
+            code, text = s.docmd("AUTH", "PLAIN " + sasl_plain(user, password))
+        finally:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                s.close()
+        return code, text.decode(errors="replace")
 
     def __enter__(self):
         return self.start()

@@ -299,6 +299,22 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu_s(sid, prefix):
+    """CPU seconds of the processes of a session whose name starts with prefix (Dovecot's
+    auth processes); a process that is gone meanwhile counts as 0."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) != sid or not Path("/proc/%s/comm" % entry).read_text().startswith(prefix):
+                continue
+            total += proc_cpu_s(int(entry))
+        except (OSError, ProcessLookupError):
+            continue
+    return total
+
+
 def group_pss_kib(sid):
     """Sum of PSS over every process of a session (Dovecot's master and children)."""
     total = 0
@@ -759,11 +775,18 @@ class Bench:
                 self.notes.append("%s did not stop in time" % name)
 
     def policy_figure(self, figure, side):
-        """One login-rate run at POLICY_CONNS connections with valid passwords."""
+        """One login-rate run at POLICY_CONNS connections with valid passwords; with the CPU
+        time per login of Dovecot's auth process and of this side's imapgate (the policy
+        server on side "on"; for webmail also the IMAP proxy, on both sides)."""
         port, mode = {"imap-login": (side["dovecot"].port, "login"), "webmail": (side["gate"].port, "webmail"),
                       "smtp-auth": (side["postfix"].port if side["postfix"] else None, "smtp")}[figure]
-        return self.lg.run(port, mode, POLICY_CONNS, self.a.seconds, users=len(self.users), user_fmt=USER_FMT,
-                           password_fmt=PASS_FMT)
+        sid, pid = side["dovecot"].proc.pid, side["gate"].pid()
+        a0, g0 = group_cpu_s(sid, "auth"), proc_cpu_s(pid)
+        r = self.lg.run(port, mode, POLICY_CONNS, self.a.seconds, users=len(self.users), user_fmt=USER_FMT,
+                        password_fmt=PASS_FMT)
+        a1, g1 = group_cpu_s(sid, "auth"), proc_cpu_s(pid)
+        n = r["cycles"]
+        return r, (1000 * (a1 - a0) / n if n else None), (1000 * (g1 - g0) / n if n else None)
 
     def policy_storm(self, rnd, gate):
         """Allow and report requests at the endpoint alone; imapgate's CPU time over the run.
@@ -808,11 +831,12 @@ class Bench:
                     if figure == "smtp-auth" and self.postfix_missing:
                         continue
                     for name in order:
-                        r = self.policy_figure(figure, sides[name])
-                        self.record(rnd, "policy-" + figure, POLICY_CONNS, name, r)
-                        log("  %-10s c=%-3d policy %-3s %8.1f logins/s  login p50 %6.2f ms  p99 %6.2f ms  failed %d"
+                        r, auth_ms, gate_ms = self.policy_figure(figure, sides[name])
+                        self.record(rnd, "policy-" + figure, POLICY_CONNS, name, r, auth_ms=auth_ms, gate_ms=gate_ms)
+                        log("  %-10s c=%-3d policy %-3s %8.1f logins/s  login p50 %6.2f ms  p99 %6.2f ms  CPU ms/login: "
+                            "Dovecot auth %s, imapgate %s  failed %d"
                             % (figure, POLICY_CONNS, name, r["cycles_per_s"], r["login_p50_us"] / 1000,
-                               r["login_p99_us"] / 1000, r["failed"]))
+                               r["login_p99_us"] / 1000, fmt(auth_ms, 3), fmt(gate_ms, 3), r["failed"]))
             # The storm last, so the logins above met a guard without its bans.
             for rnd in range(self.a.rounds):
                 self.policy_storm(rnd, sides["on"]["gate"])
@@ -1115,7 +1139,8 @@ def summarize_policy(results):
     """The policy tables: login rates with the policy server off and on (ratio per round),
     and the storm at the endpoint alone; and the on/off ratios for the targets."""
     header = ["logins", "conns", "policy off", "policy on", "rounds off → on", "on / off (min–max)",
-              "LOGIN/AUTH p50 ms off → on", "p99 ms off → on", "failed"]
+              "LOGIN/AUTH p50 ms off → on", "p99 ms off → on", "CPU ms per login, Dovecot auth off → on",
+              "imapgate off → on", "failed"]
     rows, fig = [], {}
     for figure, what in POLICY_FIGURES:
         xs = pick(results, workload="policy-" + figure)
@@ -1139,6 +1164,8 @@ def summarize_policy(results):
                      "%s (%s–%s)" % (fmt(med(rs), 2), fmt(min(rs), 2), fmt(max(rs), 2)) if rs else "–",
                      "%s → %s" % (fmt(m(off, "login_p50_us", ms), 2), fmt(m(on, "login_p50_us", ms), 2)),
                      "%s → %s" % (fmt(m(off, "login_p99_us", ms), 2), fmt(m(on, "login_p99_us", ms), 2)),
+                     "%s → %s" % (fmt(med([x["auth_ms"] for x in off]), 3), fmt(med([x["auth_ms"] for x in on]), 3)),
+                     "%s → %s" % (fmt(med([x["gate_ms"] for x in off]), 3), fmt(med([x["gate_ms"] for x in on]), 3)),
                      "%d of %d" % (sum(x["r"]["failed"] for x in xs), sum(x["r"]["cycles"] + x["r"]["failed"] for x in xs))])
     sheader = ["requests", "conns", "requests/s (rounds)", "p50 / p99 ms", "imapgate CPU per 1000 requests",
                "imapgate CPU", "allow answers", "reports", "failed"]

@@ -146,6 +146,7 @@ static struct {
 	const char *api_key;	/* policy: the X-API-Key header's value */
 	int fail_every;		/* policy: every Nth report is a failure */
 	int fails_per_addr;	/* policy: failures from one address before the next */
+	int fail_base;		/* policy: the first attacker address (index in 198.19.0.0/16) */
 } opt = {
 	.mode = M_WEBMAIL, .host = "127.0.0.1", .conns = 1, .seconds = 10, .max_cycles = 1000000, .users = 1000,
 	.user_fmt = "user%04d", .pass_fmt = "pw%04d", .timeout_ms = 10000, .hold = 2, .ramp = 64, .bursts = 5,
@@ -857,7 +858,7 @@ static int smtp_line(struct conn *c, const char *line, size_t len)
  * reports success. Every --fail-every'th report is a failure instead:
  * attacker addresses in 198.19.0.0/16, --fails-per-addr failures each with
  * distinct password hashes (so the guard bans them), one address after the
- * other. Every other allow asks for the attacker address of the moment,
+ * other from --fail-base on. Every other allow asks for the attacker address of the moment,
  * which the guard refuses once it is banned.
  */
 static int policy_send(struct conn *c)
@@ -870,12 +871,12 @@ static int policy_send(struct conn *c)
 
 	if (k % 2 == 0 && r % 2 == 1 && g.pfail > 0) {
 		c->pkind = P_ALLOW;	/* the attacker of the moment */
-		idx = (uint32_t)((g.pfail - 1) / (uint64_t)opt.fails_per_addr);
+		idx = (uint32_t)((g.pfail - 1) / (uint64_t)opt.fails_per_addr + (uint64_t)opt.fail_base);
 		pwhash = (unsigned)(g.pfail & 0xfff);
 		net = 19;
 	} else if (k % 2 == 1 && r % (uint64_t)opt.fail_every == (uint64_t)opt.fail_every - 1) {
 		c->pkind = P_REPORT_FAIL;
-		idx = (uint32_t)(g.pfail / (uint64_t)opt.fails_per_addr);
+		idx = (uint32_t)(g.pfail / (uint64_t)opt.fails_per_addr + (uint64_t)opt.fail_base);
 		pwhash = (unsigned)(g.pfail++ & 0xfff);	/* distinct per address */
 		net = 19;
 	} else {
@@ -1346,7 +1347,7 @@ static void usage(int status)
 	      "         [--conns N] [--seconds S] [--max-cycles M] [--timeout-ms T]\n"
 	      "         [--users N] [--user-fmt user%04d] [--password-fmt pw%04d] [--sequential] [--seed N]\n"
 	      "         [--src ADDR[,ADDR...]] [--hold S] [--ramp N] [--bursts N] [--stall-ms T] [--tls]\n"
-	      "         [--api-key KEY] [--fail-every N] [--fails-per-addr N]   (policy mode)\n"
+	      "         [--api-key KEY] [--fail-every N] [--fails-per-addr N] [--fail-base N]   (policy mode)\n"
 	      "Prints one JSON line (idle mode: a \"ready\" line first).\n",
 	      status ? stderr : stdout);
 	exit(status);
@@ -1366,6 +1367,7 @@ static void parse_args(int argc, char **argv)
 		{"stall-ms", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'z'},
 		{"tls", no_argument, NULL, 'L'},	  {"api-key", required_argument, NULL, 'K'},
 		{"fail-every", required_argument, NULL, 'F'}, {"fails-per-addr", required_argument, NULL, 'A'},
+		{"fail-base", required_argument, NULL, 'B'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, port = 0;
@@ -1400,6 +1402,7 @@ static void parse_args(int argc, char **argv)
 		case 'K': opt.api_key = optarg; break;
 		case 'F': opt.fail_every = (int)num_arg(optarg, 1, 1000000, "--fail-every"); break;
 		case 'A': opt.fails_per_addr = (int)num_arg(optarg, 1, 4096, "--fails-per-addr"); break;
+		case 'B': opt.fail_base = (int)num_arg(optarg, 0, 65535, "--fail-base"); break;
 		case 'z': usage(0); break;
 		default: usage(2);
 		}

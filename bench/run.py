@@ -3,9 +3,10 @@
 run.py — imapgate against direct Dovecot and Debian's imapproxy (issue 6).
 
     make bench                                       (builds, then runs this)
-    /usr/bin/python3 bench/run.py --build build      the full run, ~10 minutes
+    /usr/bin/python3 bench/run.py --build build      the full run, ~12 minutes
     /usr/bin/python3 bench/run.py --build build --quick                 ~2 min
     /usr/bin/python3 bench/run.py --build build --quick --setups reuse --workloads webmail
+    /usr/bin/python3 bench/run.py --build build --workloads policy       the policy server, ~2.5 min
 
 Starts, in a temp dir and on loopback only: a Dovecot with 1000 users
 (user0000..user0999, 50 small messages each) and 4 bulk users (5 messages of
@@ -790,11 +791,12 @@ class Bench:
 
     def policy_storm(self, rnd, gate):
         """Allow and report requests at the endpoint alone; imapgate's CPU time over the run.
-        Its own user names: the storm's failures must not slow down the bench's users."""
+        Its own user names: the storm's failures must not slow down the bench's users. Each
+        round's attackers start at addresses of their own (not banned by an earlier round)."""
         pid = gate.pid()
         c0, t0 = proc_cpu_s(pid), time.monotonic()
         r = self.lg.run(gate.pport, "policy", POLICY_CONNS, self.a.seconds, api_key=POLICY_KEY,
-                        users=len(self.users), user_fmt="storm%04d")
+                        users=len(self.users), user_fmt="storm%04d", fail_base=(rnd * 16384) % 65536)
         cpu, wall = proc_cpu_s(pid) - c0, time.monotonic() - t0
         per1000 = 1000 * cpu / r["cycles"] if r["cycles"] else None
         self.record(rnd, "policy-storm", POLICY_CONNS, "imapgate", r, cpu_s=cpu, cpu_per_1000=per1000,
@@ -1280,7 +1282,8 @@ def report(bench, args, elapsed, cpu):
                 "on, in memory). Each login rate at %d connections with the policy server off and on, in the same "
                 "round (the order alternating); \"on / off\" is the median of the per-round ratios. The webmail "
                 "row goes through imapgate's IMAP front with connection reuse off, so every LOGIN reaches "
-                "Dovecot's auth."
+                "Dovecot's auth. CPU per login: user + system time of Dovecot's auth process and of that "
+                "side's imapgate (which for webmail also proxies the IMAP session)."
                 % (args.policy_setup, args.users, POLICY_CONNS), ""]
         if prows:
             out += [md_table(pheader, prows), ""]

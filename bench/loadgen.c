@@ -15,6 +15,13 @@
  *            refusals
  *   burst    --conns connects at the same instant, greeting and LOGOUT,
  *            --bursts times; counts lost and stalled connections
+ *   login    connect, LOGIN a random user, LOGOUT: logins per second
+ *   smtp     SMTP AUTH: connect, EHLO, AUTH PLAIN (initial response) as a
+ *            random user, QUIT; a new TCP connection per cycle
+ *   policy   Dovecot's auth policy requests (HTTP/1.1 POST, keep-alive, one
+ *            at a time per connection) to an auth policy server: allow and
+ *            report in turn, some reports failures from 198.19.0.0/16 (see
+ *            policy_next); a request is a cycle
  *
  * Every reply is checked (tagged OK, SELECT's EXISTS, one FETCH per
  * message); a cycle with any error is counted as failed, never retried.
@@ -51,12 +58,13 @@
 
 #define RBUF_SIZE (64 * 1024)
 #define WBUF_SIZE 1024
+#define HTTP_BODY_MAX 4096
 #define MAX_SRC 64
 #define MAX_UIDS 256
 #define FETCH_RANGE 50
 
-enum mode { M_WEBMAIL, M_BULK, M_IDLE, M_FLOOD, M_BURST };
-static const char *const mode_names[] = {"webmail", "bulk", "idle", "flood", "burst"};
+enum mode { M_WEBMAIL, M_BULK, M_IDLE, M_FLOOD, M_BURST, M_LOGIN, M_SMTP, M_POLICY, M_COUNT };
+static const char *const mode_names[] = {"webmail", "bulk", "idle", "flood", "burst", "login", "smtp", "policy"};
 
 enum step {
 	S_FREE,		/* no connection in this slot */
@@ -71,15 +79,21 @@ enum step {
 	S_IDLING,
 	S_DONE_WAIT,	/* DONE sent, waiting for the IDLE's tagged OK */
 	S_LOGOUT,
+	S_EHLO,		/* smtp: EHLO sent */
+	S_AUTH,		/* smtp: AUTH PLAIN sent */
+	S_QUIT,		/* smtp: QUIT sent */
+	S_HTTP,		/* policy: a request sent, waiting for its response */
 };
 
 static const char *const step_names[] = {"free", "connect", "greeting", "LOGIN", "SELECT", "FETCH",
-					 "UID SEARCH", "UID FETCH", "IDLE", "idling", "DONE", "LOGOUT"};
+					 "UID SEARCH", "UID FETCH", "IDLE", "idling", "DONE", "LOGOUT", "EHLO", "AUTH",
+					 "QUIT", "HTTP"};
 
 enum err { E_CONNECT, E_TIMEOUT, E_CLOSED, E_GREETING, E_NO, E_PROTOCOL, E_VERIFY, E_NOT_REFUSED, E_COUNT };
 static const char *const err_names[] = {"connect", "timeout", "closed", "greeting", "no", "protocol", "verify",
 					"not_refused"};
-_Static_assert(sizeof(step_names) / sizeof(step_names[0]) == S_LOGOUT + 1, "a name for every step");
+_Static_assert(sizeof(step_names) / sizeof(step_names[0]) == S_HTTP + 1, "a name for every step");
+_Static_assert(sizeof(mode_names) / sizeof(mode_names[0]) == M_COUNT, "a name for every mode");
 _Static_assert(sizeof(err_names) / sizeof(err_names[0]) == E_COUNT, "a name for every error");
 
 struct conn {
@@ -99,6 +113,7 @@ struct conn {
 	uint64_t deadline;	/* 0: none (idling) */
 	unsigned exists, fetched;
 	bool reused;
+	enum { P_ALLOW, P_REPORT_OK, P_REPORT_FAIL } pkind;	/* policy: the request in flight */
 	unsigned nuids, next_uid;
 	uint32_t uids[MAX_UIDS];
 };
@@ -128,10 +143,14 @@ static struct {
 	int bursts;
 	int stall_ms;
 	bool tls;
+	const char *api_key;	/* policy: the X-API-Key header's value */
+	int fail_every;		/* policy: every Nth report is a failure */
+	int fails_per_addr;	/* policy: failures from one address before the next */
+	int fail_base;		/* policy: the first attacker address (index in 198.19.0.0/16) */
 } opt = {
 	.mode = M_WEBMAIL, .host = "127.0.0.1", .conns = 1, .seconds = 10, .max_cycles = 1000000, .users = 1000,
 	.user_fmt = "user%04d", .pass_fmt = "pw%04d", .timeout_ms = 10000, .hold = 2, .ramp = 64, .bursts = 5,
-	.stall_ms = 1000,
+	.stall_ms = 1000, .fail_every = 4, .fails_per_addr = 6,
 };
 
 static struct {
@@ -148,6 +167,9 @@ static struct {
 	int burst_no;
 	bool ready_printed, aborted;
 	struct samples cycle, login, reuse_login, greet;
+	/* policy: requests sent, failures reported, answers by kind */
+	uint64_t preq, pfail;
+	long allows, reports, reports_failed, pol_refused, pol_delayed;
 	uint64_t rng;
 	SSL_CTX *tls;
 } g;
@@ -288,11 +310,16 @@ static bool may_start(uint64_t now)
 	case M_WEBMAIL:
 	case M_FLOOD:
 	case M_BULK:
+	case M_LOGIN:
+	case M_SMTP:
+	case M_POLICY:
 		return time_left(now) && g.started < opt.max_cycles;
 	case M_IDLE:
 		return time_left(now) && g.started < opt.conns && g.in_setup < opt.ramp;
 	case M_BURST:
 		return false;	/* bursts are started together, by burst_next */
+	case M_COUNT:
+		break;
 	}
 	return false;
 }
@@ -412,20 +439,30 @@ static int conn_flush(struct conn *c)
 	return 0;
 }
 
-/* Send one command line (CRLF added) and enter step; the step's timer starts. */
-static int conn_send(struct conn *c, enum step step, const char *line)
+/* Queue len bytes and enter step; the step's timer starts. */
+static int conn_send_raw(struct conn *c, enum step step, const char *data, size_t len)
 {
-	size_t len = strlen(line);
-
-	if (c->wlen + len + 2 > sizeof(c->wbuf))
+	if (c->wlen + len > sizeof(c->wbuf))
 		return -1;
-	memcpy(c->wbuf + c->wlen, line, len);
-	memcpy(c->wbuf + c->wlen + len, "\r\n", 2);
-	c->wlen += len + 2;
+	memcpy(c->wbuf + c->wlen, data, len);
+	c->wlen += len;
 	c->step = step;
 	c->t_step = now_us();
 	c->deadline = c->t_step + (uint64_t)opt.timeout_ms * 1000u;
 	return conn_flush(c);
+}
+
+/* Send one command line (CRLF added) and enter step. */
+static int conn_send(struct conn *c, enum step step, const char *line)
+{
+	char tmp[WBUF_SIZE];
+	size_t len = strlen(line);
+
+	if (len + 2 > sizeof(tmp))
+		return -1;
+	memcpy(tmp, line, len);
+	memcpy(tmp + len, "\r\n", 2);
+	return conn_send_raw(c, step, tmp, len + 2);
 }
 
 static int pick_user(void)
@@ -441,8 +478,8 @@ static void conn_start(struct conn *c)
 	int one = 1, fd;
 	uint64_t now = now_us();
 
-	if (opt.mode != M_BULK)
-		g.started++;	/* bulk counts fetches, not connections */
+	if (opt.mode != M_BULK && opt.mode != M_POLICY)
+		g.started++;	/* bulk counts fetches, policy requests: not connections */
 	c->t_cycle = c->t_connect = now;
 	c->deadline = now + (uint64_t)opt.timeout_ms * 1000u;
 	c->step = S_CONNECT;
@@ -639,6 +676,8 @@ static int on_tagged(struct conn *c, const char *line, size_t len)
 			g.reused++;
 			samples_add(&g.reuse_login, now - c->t_step);
 		}
+		if (opt.mode == M_LOGIN)
+			return conn_send(c, S_LOGOUT, "O LOGOUT") == -1 ? -1 : 0;
 		return conn_send(c, S_SELECT, "S SELECT INBOX") == -1 ? -1 : 0;
 	case S_SELECT:
 		if (opt.mode == M_BULK)
@@ -717,6 +756,261 @@ static int on_greeting(struct conn *c, const char *line, size_t len)
 	return send_login(c) == -1 ? -1 : 0;
 }
 
+/* ---- smtp ------------------------------------------------------------- */
+
+/* Base64 (RFC 4648) of in into out, NUL-terminated; -1 if it does not fit. */
+static int base64(const unsigned char *in, size_t n, char *out, size_t outsz)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	if ((n + 2) / 3 * 4 + 1 > outsz)
+		return -1;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+			     (i + 2 < n ? in[i + 2] : 0);
+
+		out[o++] = tab[v >> 18 & 63];
+		out[o++] = tab[v >> 12 & 63];
+		out[o++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? tab[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* AUTH PLAIN with the initial response: NUL user NUL password (RFC 4616). */
+static int send_auth_plain(struct conn *c)
+{
+	static const char cmd[] = "AUTH PLAIN ";
+	char user[200], pass[200], line[WBUF_SIZE];
+	unsigned char raw[402];
+	size_t ul, pl;
+
+	c->user = pick_user();
+	if (fmt_index(opt.user_fmt, c->user, user, sizeof(user)) == -1 ||
+	    fmt_index(opt.pass_fmt, c->user, pass, sizeof(pass)) == -1)
+		return -1;
+	ul = strlen(user);
+	pl = strlen(pass);
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, pass, pl);
+	memcpy(line, cmd, sizeof(cmd) - 1);
+	if (base64(raw, 2 + ul + pl, line + sizeof(cmd) - 1, sizeof(line) - (sizeof(cmd) - 1) - 2) == -1)
+		return -1;
+	return conn_send(c, S_AUTH, line);
+}
+
+/* One SMTP reply line: "250-..." continues a reply, "250 ..." ends it. */
+static int smtp_line(struct conn *c, const char *line, size_t len)
+{
+	int code;
+
+	if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1]) ||
+	    !isdigit((unsigned char)line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-')) {
+		note_error(c, E_PROTOCOL, "not an SMTP reply", line, len);
+		return 1;
+	}
+	if (len > 3 && line[3] == '-')
+		return 0;
+	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	switch (c->step) {
+	case S_GREETING:
+		samples_add(&g.greet, now_us() - c->t_connect);
+		if (code != 220) {
+			note_error(c, E_GREETING, "bad greeting", line, len);
+			return 1;
+		}
+		return conn_send(c, S_EHLO, "EHLO loadgen.test") == -1 ? -1 : 0;
+	case S_EHLO:
+		if (code != 250)
+			break;
+		return send_auth_plain(c) == -1 ? -1 : 0;
+	case S_AUTH:
+		if (code != 235)
+			break;
+		g.logins++;
+		samples_add(&g.login, now_us() - c->t_step);
+		return conn_send(c, S_QUIT, "QUIT") == -1 ? -1 : 0;
+	case S_QUIT:
+		if (code != 221)
+			break;
+		cycle_done(c);
+		conn_close(c);
+		return 1;
+	default:
+		note_error(c, E_PROTOCOL, "reply out of step", line, len);
+		return 1;
+	}
+	note_error(c, E_NO, "command failed", line, len);
+	return 1;
+}
+
+/* ---- policy ----------------------------------------------------------- */
+
+/*
+ * The next request of the storm, as Dovecot 2.3 sends it (sorted string
+ * attributes, then tls, then a report's success and policy_reject):
+ * requests alternate allow and report. Legitimate traffic comes from
+ * 198.18.0.0/16, each address with its own user and password hash, and
+ * reports success. Every --fail-every'th report is a failure instead:
+ * attacker addresses in 198.19.0.0/16, --fails-per-addr failures each with
+ * distinct password hashes (so the guard bans them), one address after the
+ * other from --fail-base on. Every other allow asks for the attacker address of the moment,
+ * which the guard refuses once it is banned.
+ */
+static int policy_send(struct conn *c)
+{
+	char user[200], quser[410], remote[32], body[1024], req[WBUF_SIZE];
+	uint64_t k = g.preq++, r = k / 2;
+	unsigned pwhash, net = 18;
+	uint32_t idx;
+	int blen, n;
+
+	if (k % 2 == 0 && r % 2 == 1 && g.pfail > 0) {
+		c->pkind = P_ALLOW;	/* the attacker of the moment */
+		idx = (uint32_t)((g.pfail - 1) / (uint64_t)opt.fails_per_addr + (uint64_t)opt.fail_base);
+		pwhash = (unsigned)(g.pfail & 0xfff);
+		net = 19;
+	} else if (k % 2 == 1 && r % (uint64_t)opt.fail_every == (uint64_t)opt.fail_every - 1) {
+		c->pkind = P_REPORT_FAIL;
+		idx = (uint32_t)(g.pfail / (uint64_t)opt.fails_per_addr + (uint64_t)opt.fail_base);
+		pwhash = (unsigned)(g.pfail++ & 0xfff);	/* distinct per address */
+		net = 19;
+	} else {
+		c->pkind = k % 2 == 0 ? P_ALLOW : P_REPORT_OK;
+		idx = (uint32_t)(rng_next() & 0xffff);
+		pwhash = (idx * 2654435761u) >> 20;
+	}
+	idx &= 0xffff;
+	snprintf(remote, sizeof(remote), "198.%u.%u.%u", net, idx >> 8, idx & 255);
+	if (fmt_index(opt.user_fmt, (int)(idx % (uint32_t)opt.users), user, sizeof(user)) == -1 ||
+	    quote(user, quser, sizeof(quser)) == -1)
+		return -1;
+	blen = snprintf(body, sizeof(body),
+			"{\"device_id\":\"\",\"login\":%s,\"protocol\":\"%s\",\"pwhash\":\"%03x\",\"remote\":\"%s\","
+			"\"session_id\":\"lg%llx\",\"tls\":false%s}",
+			quser, net == 19 ? "smtp" : "imap", pwhash & 0xfff, remote, (unsigned long long)k,
+			c->pkind == P_ALLOW ? "" : c->pkind == P_REPORT_OK ? ",\"success\":true,\"policy_reject\":false"
+									    : ",\"success\":false,\"policy_reject\":false");
+	if (blen < 0 || (size_t)blen >= sizeof(body))
+		return -1;
+	n = snprintf(req, sizeof(req),
+		     "POST /?command=%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: dovecot/auth-policy-client\r\n"
+		     "Content-Type: application/json\r\nX-API-Key: %s\r\nContent-Length: %d\r\n\r\n%s",
+		     c->pkind == P_ALLOW ? "allow" : "report", opt.host, opt.api_key ? opt.api_key : "", blen, body);
+	if (n < 0 || (size_t)n >= sizeof(req))
+		return -1;
+	g.started++;
+	c->t_cycle = now_us();
+	return conn_send_raw(c, S_HTTP, req, (size_t)n);
+}
+
+/* "Name:" at the start of a header line (case-insensitive): the value, else NULL. */
+static const char *header_value(const char *line, size_t len, const char *name, size_t *vlen)
+{
+	size_t n = strlen(name), i;
+
+	if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+		return NULL;
+	for (i = n + 1; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	*vlen = len - i;
+	return line + i;
+}
+
+/* A whole response to the request in flight: check it, count it, send the next. */
+static int policy_response(struct conn *c, long status, const char *body, size_t blen, bool closing)
+{
+	const char *p = memmem(body, blen, "\"status\":", 9);
+	char *end;
+	long v;
+
+	if (status != 200) {
+		char why[48];
+
+		snprintf(why, sizeof(why), "HTTP status %ld", status);
+		note_error(c, E_NO, why, body, blen);
+		return 1;
+	}
+	if (p == NULL || (v = strtol(p + 9, &end, 10), end == p + 9)) {
+		note_error(c, E_VERIFY, "no status in the answer", body, blen);
+		return 1;
+	}
+	if (c->pkind == P_ALLOW) {
+		g.allows++;
+		if (v < 0)
+			g.pol_refused++;
+		else if (v > 0)
+			g.pol_delayed++;
+	} else {
+		g.reports++;
+		g.reports_failed += c->pkind == P_REPORT_FAIL;
+		if (v != 0) {
+			note_error(c, E_VERIFY, "report answered with a status other than 0", body, blen);
+			return 1;
+		}
+	}
+	cycle_done(c);
+	if (closing || !may_start(now_us())) {
+		conn_close(c);
+		return 1;
+	}
+	return policy_send(c) == -1 ? -1 : 0;
+}
+
+/* Parse the response read so far: status line, Content-Length, body. */
+static int http_input(struct conn *c)
+{
+	const char *hend = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4), *line, *eol, *v;
+	size_t hlen, clen = 0, vlen;
+	bool have_len = false, closing = false;
+	long status;
+	int r;
+
+	if (hend == NULL) {
+		if (c->rlen == RBUF_SIZE) {
+			note_error(c, E_PROTOCOL, "response header too long", c->rbuf, 80);
+			return 1;
+		}
+		return 0;
+	}
+	hlen = (size_t)(hend - c->rbuf) + 4;
+	if (c->step != S_HTTP || c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.1 ", 9) != 0 ||
+	    !isdigit((unsigned char)c->rbuf[9]) || !isdigit((unsigned char)c->rbuf[10]) ||
+	    !isdigit((unsigned char)c->rbuf[11])) {
+		note_error(c, E_PROTOCOL, "not an HTTP/1.1 response to a request", c->rbuf, hlen);
+		return 1;
+	}
+	status = (c->rbuf[9] - '0') * 100 + (c->rbuf[10] - '0') * 10 + (c->rbuf[11] - '0');
+	for (line = (const char *)memchr(c->rbuf, '\n', hlen) + 1; line < hend; line = eol + 2) {
+		eol = memmem(line, (size_t)(hend + 2 - line), "\r\n", 2);
+		if ((v = header_value(line, (size_t)(eol - line), "Content-Length", &vlen)) != NULL) {
+			clen = 0;
+			for (size_t i = 0; i < vlen && isdigit((unsigned char)v[i]) && clen <= HTTP_BODY_MAX; i++)
+				clen = clen * 10 + (size_t)(v[i] - '0');
+			have_len = true;
+		} else if ((v = header_value(line, (size_t)(eol - line), "Connection", &vlen)) != NULL) {
+			closing = vlen >= 5 && strncasecmp(v, "close", 5) == 0;
+		}
+	}
+	if (!have_len || clen > HTTP_BODY_MAX) {
+		note_error(c, E_PROTOCOL, "no usable Content-Length", c->rbuf, hlen);
+		return 1;
+	}
+	if (c->rlen < hlen + clen)
+		return 0;
+	if (c->rlen > hlen + clen) {
+		note_error(c, E_PROTOCOL, "more than one response to one request", c->rbuf, c->rlen);
+		return 1;
+	}
+	c->rlen = 0;	/* the body stays in rbuf until the next read */
+	r = policy_response(c, status, c->rbuf + hlen, clen, closing);
+	return r;
+}
+
 /* A literal announced at the end of a line ("{123}" or "{123+}"): its size, or -1. */
 static long literal_size(const char *line, size_t len)
 {
@@ -746,6 +1040,8 @@ static int conn_input(struct conn *c)
 	size_t pos = 0;
 	int r = 0;
 
+	if (opt.mode == M_POLICY)
+		return http_input(c);
 	while (pos < c->rlen) {
 		char *line, *eol;
 		size_t len;
@@ -769,6 +1065,11 @@ static int conn_input(struct conn *c)
 		pos += len + 1;
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
+		if (opt.mode == M_SMTP) {
+			if ((r = smtp_line(c, line, len)) != 0)
+				return r;
+			continue;
+		}
 		first = !c->cont;
 		lit = literal_size(line, len);
 		c->cont = lit >= 0;
@@ -841,6 +1142,10 @@ static void conn_event(struct conn *c, uint32_t events)
 		}
 		c->step = S_GREETING;
 		conn_interest(c, false);
+		if (opt.mode == M_POLICY && policy_send(c) == -1) {
+			note_error(c, E_CLOSED, "write failed", NULL, 0);
+			return;
+		}
 		if (!opt.tls)
 			return;
 	}
@@ -969,6 +1274,8 @@ static void print_json(void)
 	printf(",\"bytes\":%llu,\"mb_per_s\":%.1f", (unsigned long long)g.bytes, (double)g.bytes / 1e6 / el);
 	printf(",\"refused\":%ld,\"refused_per_s\":%.1f", g.refused, (double)g.refused / el);
 	printf(",\"lost\":%ld,\"stalled\":%ld,\"aborted\":%s", g.lost, g.stalled, g.aborted ? "true" : "false");
+	printf(",\"allows\":%ld,\"reports\":%ld,\"reports_failed\":%ld,\"policy_refused\":%ld,\"policy_delayed\":%ld",
+	       g.allows, g.reports, g.reports_failed, g.pol_refused, g.pol_delayed);
 	printf(",\"error_kinds\":{");
 	for (int i = 0; i < E_COUNT; i++)
 		printf("%s\"%s\":%ld", i ? "," : "", err_names[i], g.errs[i]);
@@ -1036,10 +1343,11 @@ static double sec_arg(const char *s, double hi, const char *name)
 
 static void usage(int status)
 {
-	fputs("usage: loadgen --port P [--host 127.0.0.1] [--mode webmail|bulk|idle|flood|burst]\n"
+	fputs("usage: loadgen --port P [--host 127.0.0.1] [--mode webmail|bulk|idle|flood|burst|login|smtp|policy]\n"
 	      "         [--conns N] [--seconds S] [--max-cycles M] [--timeout-ms T]\n"
 	      "         [--users N] [--user-fmt user%04d] [--password-fmt pw%04d] [--sequential] [--seed N]\n"
 	      "         [--src ADDR[,ADDR...]] [--hold S] [--ramp N] [--bursts N] [--stall-ms T] [--tls]\n"
+	      "         [--api-key KEY] [--fail-every N] [--fails-per-addr N] [--fail-base N]   (policy mode)\n"
 	      "Prints one JSON line (idle mode: a \"ready\" line first).\n",
 	      status ? stderr : stdout);
 	exit(status);
@@ -1057,7 +1365,9 @@ static void parse_args(int argc, char **argv)
 		{"seed", required_argument, NULL, 'r'},	  {"hold", required_argument, NULL, 'H'},
 		{"ramp", required_argument, NULL, 'R'},	  {"bursts", required_argument, NULL, 'b'},
 		{"stall-ms", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'z'},
-		{"tls", no_argument, NULL, 'L'},
+		{"tls", no_argument, NULL, 'L'},	  {"api-key", required_argument, NULL, 'K'},
+		{"fail-every", required_argument, NULL, 'F'}, {"fails-per-addr", required_argument, NULL, 'A'},
+		{"fail-base", required_argument, NULL, 'B'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, port = 0;
@@ -1068,10 +1378,10 @@ static void parse_args(int argc, char **argv)
 		case 'h': opt.host = optarg; break;
 		case 'p': port = (int)num_arg(optarg, 1, 65535, "--port"); break;
 		case 'm':
-			for (opt.mode = 0; opt.mode <= M_BURST; opt.mode++)
+			for (opt.mode = 0; opt.mode < M_COUNT; opt.mode++)
 				if (strcmp(optarg, mode_names[opt.mode]) == 0)
 					break;
-			if (opt.mode > M_BURST)
+			if (opt.mode == M_COUNT)
 				usage(2);
 			break;
 		case 'c': opt.conns = (int)num_arg(optarg, 1, 100000, "--conns"); break;
@@ -1089,12 +1399,20 @@ static void parse_args(int argc, char **argv)
 		case 'b': opt.bursts = (int)num_arg(optarg, 1, 100000, "--bursts"); break;
 		case 'T': opt.stall_ms = (int)num_arg(optarg, 1, 600000, "--stall-ms"); break;
 		case 'L': opt.tls = true; break;
+		case 'K': opt.api_key = optarg; break;
+		case 'F': opt.fail_every = (int)num_arg(optarg, 1, 1000000, "--fail-every"); break;
+		case 'A': opt.fails_per_addr = (int)num_arg(optarg, 1, 4096, "--fails-per-addr"); break;
+		case 'B': opt.fail_base = (int)num_arg(optarg, 0, 65535, "--fail-base"); break;
 		case 'z': usage(0); break;
 		default: usage(2);
 		}
 	}
 	if (port == 0 || optind != argc)
 		usage(2);
+	if (opt.tls && (opt.mode == M_SMTP || opt.mode == M_POLICY))
+		die("--tls: IMAP modes only");
+	if (opt.api_key && strpbrk(opt.api_key, "\r\n"))
+		die("--api-key: one line");
 	if (parse_addr(opt.host, port, &g.dst, &g.dstlen) == -1)
 		die("--host: not an IP address (no DNS here)");
 	if (fmt_index(opt.user_fmt, 0, tmp, sizeof(tmp)) == -1 || fmt_index(opt.pass_fmt, 0, tmp, sizeof(tmp)) == -1)

@@ -2,7 +2,8 @@
 The benchmark's load generator (bench/loadgen.c) in a few seconds, so it
 cannot rot: it builds warning-free, and each mode completes against Dovecot
 and through imapgate with every reply checked. Asserts on its JSON line. The
-benchmark itself (make bench) is not a test.
+benchmark itself (make bench) is not a test, except its policy workload in
+its quickest form (bench/run.py --workloads policy, about 15 s).
 """
 
 import json
@@ -13,11 +14,14 @@ import tempfile
 
 import pytest
 
-from harness import REPO, can_bind, make_message, register_secret, sanitized_build
+from harness import (REPO, build_dir, can_bind, free_port, make_message, postfix_unavailable, register_secret,
+                     sanitized_build, wait_listening)
 from tls_util import Certs, tls_dovecot, tls_gate
 
 LOADGEN_SRC = REPO / "bench" / "loadgen.c"
 FLOOD_SRC = "127.0.0.77"  # banned below; never 127.0.0.1 (guard_ignore)
+POLICY_KEY = "smoke-policy-api-key-0123456789"
+register_secret(POLICY_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +176,55 @@ def test_failures_are_counted(loadgen, dovecot, make_gate, mail_user):
     (r,) = run(loadgen, gate.port, "webmail", name, wrong, conns=1, seconds=10, max_cycles=2)
     assert r["cycles"] == 0 and r["failed"] == 2 and r["errors"] == 2, r
     assert r["error_kinds"]["no"] == 2 and "command failed" in r["first_error"], r
+
+
+def test_policy_storm(loadgen, make_gate):
+    pport = free_port()
+    gate = make_gate(policy_listen="127.0.0.1:%d" % pport, policy_api_key=POLICY_KEY, guard_db="none")
+    wait_listening(pport, "4", timeout=10, proc=gate.proc)
+    # 240 requests: allow and report in turn, every 4th report a failure,
+    # 6 failures per address (the guard's default maxretry is 5): bans.
+    (r,) = run(loadgen, pport, "policy", conns=4, seconds=10, max_cycles=240, api_key=POLICY_KEY)
+    assert_clean(r, "policy")
+    assert r["cycles"] == 240 and r["allows"] == 120 and r["reports"] == 120, r
+    assert r["reports_failed"] == 30 and r["policy_refused"] >= 1, r
+    assert 0 < r["cycle_p50_us"] <= r["cycle_p99_us"], r
+    # A wrong key: every request answered 401, each a failed cycle.
+    (r,) = run(loadgen, pport, "policy", conns=1, seconds=10, max_cycles=3, api_key="wrong-key-0123456789")
+    assert r["cycles"] == 0 and r["failed"] == 3 and r["error_kinds"]["no"] == 3, r
+    assert "HTTP status 401" in r["first_error"], r
+
+
+def test_policy_workload_quickest(tmp_path):
+    """bench/run.py's policy workload (issue 11) at its shortest: two Dovecots (policy
+    server off and on), their imapgates and Postfixes, half a second per figure, and the
+    storm; the report has every figure."""
+    out, raw = tmp_path / "policy.md", tmp_path / "policy.json"
+    p = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "run.py"), "--build", str(build_dir()),
+                        "--workloads", "policy", "--rounds", "1", "--seconds", "0.5", "--users", "20",
+                        "--out", str(out), "--json", str(raw)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    text = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, text[-3000:]
+    results = json.loads(raw.read_text())
+    figures = ["imap-login", "webmail"] + ([] if postfix_unavailable() else ["smtp-auth"])
+    for fig in figures:
+        for side in ("off", "on"):
+            (x,) = [x for x in results if x["workload"] == "policy-" + fig and x["target"] == side]
+            assert x["r"]["cycles"] > 0 and x["r"]["failed"] == 0, x
+            assert x["r"]["logins"] == x["r"]["cycles"], x
+            # Dovecot's auth works harder when it asks a policy server.
+            assert x["auth_ms"] is not None and x["gate_ms"] is not None, x
+        on = [x for x in results if x["workload"] == "policy-" + fig and x["target"] == "on"][0]
+        if fig != "webmail":  # the webmail gate proxies IMAP on both sides
+            assert on["gate_ms"] > 0, on
+    (st,) = [x for x in results if x["workload"] == "policy-storm"]
+    assert st["r"]["cycles"] > 100 and st["r"]["failed"] == 0, st
+    assert st["r"]["reports_failed"] > 0 and st["r"]["policy_refused"] > 0, st
+    assert st["cpu_per_1000"] > 0, st
+    report = out.read_text()
+    assert "## Policy server (issue 11)" in report, report
+    for what in ("IMAP LOGIN + LOGOUT", "the webmail workload through imapgate", "keep-alive"):
+        assert what in report, report
+    rows = [ln for ln in report.splitlines() if ln.startswith("| policy server on / off (issue 11)")]
+    assert len(rows) == 3 and sum("not run" in ln for ln in rows) == 3 - len(figures), rows

@@ -524,7 +524,8 @@ class Dovecot:
 
     def __init__(self, users=None, ipv6=False, port=None, tmpdir=None, extra_conf="", *,
                  pop3=False, sasl_socket=False, policy_url=None, policy_api_header=None,
-                 policy_nonce="imapgate-test-nonce", policy_reject_on_fail=False):
+                 policy_nonce="imapgate-test-nonce", policy_reject_on_fail=False,
+                 policy_check_after_auth=True):
         """pop3: POP3 too, on self.pop3_port. sasl_socket: an auth-client socket at
         self.sasl_path for a Postfix with smtpd_sasl_type = dovecot. policy_url: ask this
         auth policy server before and after every authentication and report the result
@@ -552,6 +553,7 @@ class Dovecot:
         self.policy_api_header = policy_api_header
         self.policy_nonce = policy_nonce
         self.policy_reject_on_fail = policy_reject_on_fail
+        self.policy_check_after_auth = policy_check_after_auth
         self.users = {}
         self.proc = None
         self._pw_mtime = 0
@@ -754,7 +756,7 @@ service auth {{
             "auth_policy_server_url = %s" % self.policy_url,
             "auth_policy_hash_nonce = %s" % self.policy_nonce,
             "auth_policy_check_before_auth = yes",
-            "auth_policy_check_after_auth = yes",
+            "auth_policy_check_after_auth = %s" % ("yes" if self.policy_check_after_auth else "no"),
             "auth_policy_report_after_auth = yes",
             "auth_policy_reject_on_fail = %s" % ("yes" if self.policy_reject_on_fail else "no"),
             "auth_policy_server_timeout_msecs = 2000",

@@ -12,6 +12,7 @@
  */
 #include "config.h"
 #include "policy_hash.h"
+#include "redis_url.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,8 @@ enum ktype {
 	T_IPVER,
 	T_TLSVER,   /* TLSv1.2 / TLSv1.3 (also 1.2, 1.3) */
 	T_PLISTEN,  /* policy_listen: ADDRESS:PORT, repeatable */
+	T_FIREWALL, /* none | nftables */
+	T_PORTS,    /* numeric ports, separated by spaces or commas */
 };
 
 struct keyword {
@@ -89,11 +92,17 @@ static const struct keyword keywords[] = {
 	{"guard_drop_after", T_UINT, F(guard_drop_after), 0, 1000000, "10"},
 	{"guard_failure_delay", T_UINT, F(guard_failure_delay), 0, 60000, "500"},
 	{"guard_findtime", T_UINT, F(guard_findtime), 1, 31536000, "600"},
+	{"guard_firewall", T_FIREWALL, F(guard_firewall), 0, 0, "none"},
+	{"guard_firewall_ports", T_PORTS, F(guard_firewall_ports), 0, 0, NULL},
+	{"guard_firewall_setonly", T_BOOL, F(guard_firewall_setonly), 0, 0, "no"},
 	{"guard_ignore", T_CIDRS, F(guard_ignore), 0, 0, "127.0.0.1/32 ::1/128"},
 	{"guard_ipv4_prefix", T_UINT, F(guard_ipv4_prefix), 8, 32, "32"},
 	{"guard_ipv6_prefix", T_UINT, F(guard_ipv6_prefix), 16, 128, "64"},
 	{"guard_maxretry", T_UINT, F(guard_maxretry), 1, 100000, "5"},
 	{"guard_recidive_window", T_UINT, F(guard_recidive_window), 0, 31536000, "86400"},
+	{"guard_redis", T_STR, F(guard_redis), 0, 0, NULL},
+	{"guard_redis_node", T_WORD, F(guard_redis_node), 0, 0, NULL},
+	{"guard_redis_prefix", T_WORD, F(guard_redis_prefix), 0, 0, "imapgate:"},
 	{"guard_trust_time", T_UINT, F(guard_trust_time), 0, 31536000, "86400"},
 	{"guard_user_delay_max", T_UINT, F(guard_user_delay_max), 0, 600000, "15000"},
 	{"guard_user_maxretry", T_UINT, F(guard_user_maxretry), 1, 100000, "10"},
@@ -331,6 +340,27 @@ static const char *add_listen(struct parser *p, char *v, unsigned line)
 	return NULL;
 }
 
+static const char *set_ports(struct parser *p, char *v)
+{
+	struct config *c = p->cfg;
+	char *save = NULL;
+
+	c->n_guard_firewall_ports = 0;
+	for (char *tok = strtok_r(v, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
+		char *end;
+		unsigned long n = strtoul(tok, &end, 10);
+
+		if (*end || tok[0] == '-' || n < 1 || n > 65535)
+			return whyf(p, "'%.32s' is not a port number (1..65535)", tok);
+		if (c->n_guard_firewall_ports == CONFIG_MAX_FIREWALL_PORTS)
+			return whyf(p, "too many ports (max %d)", CONFIG_MAX_FIREWALL_PORTS);
+		c->guard_firewall_ports[c->n_guard_firewall_ports++] = (uint16_t)n;
+	}
+	if (c->n_guard_firewall_ports == 0)
+		return "needs at least one port";
+	return NULL;
+}
+
 static const char *add_policy_listen(struct parser *p, char *v, unsigned line)
 {
 	struct config *c = p->cfg;
@@ -425,6 +455,16 @@ static const char *set_value(struct parser *p, const struct keyword *k, char *v,
 		return add_listen(p, v, line);
 	case T_PLISTEN:
 		return add_policy_listen(p, v, line);
+	case T_FIREWALL:
+		if (strcasecmp(v, "none") == 0)
+			*(enum config_firewall *)dst = FIREWALL_NONE;
+		else if (strcasecmp(v, "nftables") == 0)
+			*(enum config_firewall *)dst = FIREWALL_NFTABLES;
+		else
+			return "must be none or nftables";
+		return NULL;
+	case T_PORTS:
+		return set_ports(p, v);
 	}
 	return "internal error";
 }
@@ -586,6 +626,32 @@ static void check_policy(struct parser *p)
 		perr(p, seen(p, "policy_hash_nonce"), "policy_hash_nonce", "must not be empty");
 }
 
+/* guard_redis's URL, the key prefix and the node name (sent in every
+ * event: a word without the separators of the event encoding). */
+static void check_fleet(struct parser *p)
+{
+	const struct config *c = p->cfg;
+	struct redis_url u;
+	const char *why;
+
+	if (c->guard_redis && redis_url_parse(c->guard_redis, &u, &why) == -1)
+		perr(p, seen(p, "guard_redis"), "guard_redis", "%s (redis://[USER:PASSWORD@]HOST[:PORT][/DB] or unix:/PATH)",
+		     why);
+	if (c->guard_redis_node) {
+		size_t n = strlen(c->guard_redis_node);
+
+		if (n > 63 || strspn(c->guard_redis_node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != n)
+			perr(p, seen(p, "guard_redis_node"), "guard_redis_node",
+			     "letters, digits, '.', '-' and '_' only, at most 63");
+	}
+	if (strlen(c->guard_redis_prefix) > 64)
+		perr(p, seen(p, "guard_redis_prefix"), "guard_redis_prefix", "at most 64 characters");
+	if (c->guard_firewall_setonly && c->guard_firewall == FIREWALL_NONE)
+		perr(p, seen(p, "guard_firewall_setonly"), "guard_firewall_setonly", "needs guard_firewall nftables");
+	if (c->n_guard_firewall_ports && c->guard_firewall == FIREWALL_NONE)
+		perr(p, seen(p, "guard_firewall_ports"), "guard_firewall_ports", "needs guard_firewall nftables");
+}
+
 static void check_whole(struct parser *p)
 {
 	static const char *const trio[] = {"auth_sasl_plain_username", "auth_sasl_plain_password",
@@ -607,6 +673,7 @@ static void check_whole(struct parser *p)
 	if (c->force_tls && seen(p, "server_tls") && c->server_tls == TLS_MODE_NONE)
 		perr(p, seen(p, "force_tls"), "force_tls", "contradicts server_tls none");
 	check_policy(p);
+	check_fleet(p);
 }
 
 void config_free(struct config **cfg)

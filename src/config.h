@@ -42,6 +42,8 @@ struct config_listen {
 };
 
 enum config_tls_mode { TLS_MODE_AUTO = 0, TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
+enum config_firewall { FIREWALL_NONE = 0, FIREWALL_NFTABLES };
+#define CONFIG_MAX_FIREWALL_PORTS 32
 
 struct config {
 	char *path; /* the file this came from */
@@ -146,6 +148,15 @@ struct config {
 	unsigned policy_hash_truncate;   /* auth_policy_hash_truncate, bits, default 12 */
 	unsigned policy_max_connections; /* default 256 */
 	unsigned policy_timeout;         /* s a connection may idle or take for a request, default 60 */
+
+	/* The fleet: shared state through Redis, bans in the kernel firewall */
+	char *guard_redis;               /* redis://[user:password@]host:port/db or unix:/path; NULL = off */
+	char *guard_redis_prefix;        /* key and channel prefix, default "imapgate:" */
+	char *guard_redis_node;          /* this instance's name; NULL = the host name */
+	enum config_firewall guard_firewall; /* default none */
+	uint16_t guard_firewall_ports[CONFIG_MAX_FIREWALL_PORTS]; /* TCP ports dropped for banned sources */
+	size_t n_guard_firewall_ports;   /* 0 = imapgate's own listeners */
+	bool guard_firewall_setonly;     /* maintain the sets only, no rule of ours */
 };
 
 /*

@@ -217,6 +217,7 @@ struct grec {
 	char user[GUARD_USER_LEN];
 	char reason[GUARD_REASON_LEN];
 	char proto[GUARD_PROTO_LEN];
+	char node[GUARD_NODE_LEN];
 };
 
 struct gprefix {
@@ -966,8 +967,16 @@ int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char 
                          const uint8_t *pwhash, const char *reason, const char *proto,
                          uint64_t now, struct guard_failure_result *r)
 {
+	return guard_record_failure_node(g, sa, user, pwhash, reason, proto, NULL, now, r);
+}
+
+int guard_record_failure_node(struct guard *g, const struct sockaddr *sa, const char *user,
+                              const uint8_t *pwhash, const char *reason, const char *proto,
+                              const char *node, uint64_t now, struct guard_failure_result *r)
+{
 	struct guard_event ev = {.type = GUARD_EV_FAILURE, .time = now, .user = user ? user : "",
-	                         .reason = reason ? reason : "", .proto = proto ? proto : "imap"};
+	                         .reason = reason ? reason : "", .proto = proto ? proto : "imap",
+	                         .node = node ? node : "", .pwhash = pwhash};
 	struct gprefix *p;
 	struct grec *rec = NULL;
 	uint64_t uh, pw = 0;
@@ -1020,6 +1029,7 @@ int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char 
 			copy_trunc(rec->user, sizeof rec->user, user);
 			copy_trunc(rec->reason, sizeof rec->reason, reason);
 			copy_trunc(rec->proto, sizeof rec->proto, ev.proto);
+			copy_trunc(rec->node, sizeof rec->node, ev.node);
 		}
 	}
 	g->st.failures_total++;
@@ -1241,7 +1251,7 @@ size_t guard_why(const struct guard *g, const struct cidr *c, uint64_t now, guar
 		for (unsigned j = 0; j < p->nrec; j++) {
 			const struct grec *r = rec_at(p, j);
 			f[j] = (struct guard_failure_info){r->t, r->repeats, (enum guard_status)r->status,
-			                                   r->user, r->reason, r->proto};
+			                                   r->user, r->reason, r->proto, r->node};
 		}
 		fn(ctx, &info);
 	}
@@ -1359,6 +1369,47 @@ int guard_restore_failure(struct guard *g, const struct cidr *key, const char *u
 		return -1;
 	lru_touch(&g->users, &u->node, time);
 	return 0;
+}
+
+void guard_restore_failure_node(struct guard *g, const struct cidr *key, const char *node)
+{
+	struct cidr k;
+	struct gprefix *p;
+
+	if (!node || !*node || (key->family != AF_INET && key->family != AF_INET6))
+		return;
+	make_key(key->family, key->addr, key->prefix, &k);
+	p = prefix_find(g, &k);
+	if (p && p->nrec > 0)
+		copy_trunc(rec_at(p, p->nrec - 1u)->node, GUARD_NODE_LEN, node);
+}
+
+int guard_apply_ban(struct guard *g, const struct guard_ban_info *b, uint64_t now)
+{
+	struct gprefix *p;
+	struct cidr k;
+	unsigned max = b->key.family == AF_INET6 ? 128 : 32;
+
+	if ((b->key.family != AF_INET && b->key.family != AF_INET6) || b->key.prefix > max ||
+	    b->expiry <= now || b->started > b->expiry)
+		return 0;
+	make_key(b->key.family, b->key.addr, b->key.prefix, &k);
+	if (inside_ignore(g, &k))
+		return 0;
+	p = prefix_find(g, &k);
+	if (p && is_banned(p) && p->ban_expiry >= b->expiry)
+		return 0;
+	p = p ? p : prefix_get(g, &k, now);
+	if (!p || ban_set(g, p, b->started, b->expiry, b->source, b->reason) == -1)
+		return -1;
+	if (b->ban_count > p->ban_count)
+		p->ban_count = b->ban_count;
+	g->st.bans_total++;
+
+	struct guard_event ev = {.type = GUARD_EV_BAN, .key = p->key, .time = now};
+	ban_info(p, &ev.ban);
+	emit(g, &ev);
+	return 1;
 }
 
 /* ---- small things --------------------------------------------------------------- */

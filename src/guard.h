@@ -32,6 +32,7 @@ struct config;
 #define GUARD_USER_MAX 256    /* longer user names are counted by their first 256 bytes */
 #define GUARD_REASON_LEN 16   /* reasons are truncated to 15 bytes */
 #define GUARD_PROTO_LEN 12    /* protocol names ("imap", "smtp", "submission") */
+#define GUARD_NODE_LEN 64     /* instance names (guard_redis_node), NUL incl.; "" = this one */
 #define GUARD_PWHASH_LEN 32   /* keyed hash of the password, made by the caller */
 #define GUARD_SEED_LEN 16     /* hash-table key; random, from the caller */
 
@@ -103,6 +104,8 @@ struct guard_event {
 	const char *user;           /* as given by the caller, untruncated */
 	const char *reason;
 	const char *proto;          /* the door it came through: "imap", "smtp", ... */
+	const char *node;           /* the instance that saw it; "" = this one */
+	const uint8_t *pwhash;      /* the caller's password key (GUARD_PWHASH_LEN), or NULL */
 	enum guard_status status;
 	/* GUARD_EV_BAN */
 	struct guard_ban_info ban;
@@ -195,6 +198,11 @@ struct guard_failure_result {
 int guard_record_failure(struct guard *g, const struct sockaddr *sa, const char *user,
                          const uint8_t *pwhash, const char *reason, const char *proto,
                          uint64_t now, struct guard_failure_result *r);
+/* The same, seen by another instance (node, shown by why and persisted):
+ * a peer's failure counts here as if it had been seen here. */
+int guard_record_failure_node(struct guard *g, const struct sockaddr *sa, const char *user,
+                              const uint8_t *pwhash, const char *reason, const char *proto,
+                              const char *node, uint64_t now, struct guard_failure_result *r);
 
 /*
  * A failed login whose client address is unknown (a trusted webmail host
@@ -239,6 +247,7 @@ struct guard_failure_info {
 	const char *user;         /* truncated to GUARD_USER_LEN-1 bytes */
 	const char *reason;
 	const char *proto;
+	const char *node;         /* "" = this instance */
 };
 
 struct guard_prefix_info {
@@ -281,6 +290,17 @@ int guard_restore_ban(struct guard *g, const struct guard_ban_info *b, uint64_t 
 int guard_restore_failure(struct guard *g, const struct cidr *key, const char *user, uint64_t time,
                           const char *reason, const char *proto, enum guard_status status,
                           uint64_t now);
+/* Its node, for the failure just restored (persisted with it). */
+void guard_restore_failure_node(struct guard *g, const struct cidr *key, const char *node);
+
+/*
+ * A ban another instance set (shared through Redis): applied as given —
+ * start, expiry, ban count, source, reason — unless this prefix already
+ * has a ban lasting as long or longer (idempotent: the longest wins).
+ * Sends BAN when it changed something; returns 1 if applied, 0 if not
+ * needed (or inside guard_ignore, or already past), -1 out of memory.
+ */
+int guard_apply_ban(struct guard *g, const struct guard_ban_info *b, uint64_t now);
 
 struct guard_stats {
 	size_t prefixes;          /* tracked, banned ones included */

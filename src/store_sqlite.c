@@ -28,7 +28,7 @@
 
 #include "file.h"
 
-#define SCHEMA_VERSION 2 /* 2: failures.proto */
+#define SCHEMA_VERSION 3 /* 2: failures.proto; 3: failures.node */
 #define PRUNE_EVERY 60 /* s */
 #define RETRY_AFTER 1  /* s after a failed transaction */
 
@@ -47,7 +47,8 @@ static const char schema[] =
 	" time INTEGER NOT NULL,"
 	" reason TEXT NOT NULL,"
 	" status TEXT NOT NULL,"        /* counted | trusted */
-	" proto TEXT NOT NULL DEFAULT 'imap');" /* the door: imap, pop3, smtp, ... */
+	" proto TEXT NOT NULL DEFAULT 'imap'," /* the door: imap, pop3, smtp, ... */
+	" node TEXT NOT NULL DEFAULT '');"    /* the instance that saw it, '' = this one */
 	"CREATE INDEX IF NOT EXISTS failures_prefix ON failures(prefix, time);"
 	"CREATE INDEX IF NOT EXISTS failures_time ON failures(time);";
 
@@ -59,8 +60,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_END_BAN] = "UPDATE bans SET expiry = ?2 WHERE prefix = ?1 AND expiry > ?2",
 	[ST_DEL_BAN] = "DELETE FROM bans WHERE prefix = ?1",
 	[ST_DEL_FAIL] = "DELETE FROM failures WHERE prefix = ?1",
-	[ST_INS_FAIL] = "INSERT INTO failures(prefix, user, time, reason, status, proto)"
-	                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_INS_FAIL] = "INSERT INTO failures(prefix, user, time, reason, status, proto, node)"
+	                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_PRUNE_FAIL] = "DELETE FROM failures WHERE time < ?1"
 	                  " AND prefix NOT IN (SELECT prefix FROM bans WHERE expiry > ?2)",
 	[ST_PRUNE_BAN] = "DELETE FROM bans WHERE expiry < ?1",
@@ -75,6 +76,7 @@ struct sq_item {
 	char prefix[ADDR_STRLEN];
 	char reason[GUARD_REASON_LEN];
 	char proto[GUARD_PROTO_LEN];
+	char node[GUARD_NODE_LEN];
 	char user[GUARD_USER_MAX + 1];
 };
 
@@ -126,6 +128,21 @@ static int exec(sqlite3 *db, const char *sql)
 	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
+/* An older file gets the columns it lacks, each step with its version in
+ * one transaction, so a crash cannot leave a column without its version.
+ * Schema 1 had no proto (its failures all came through IMAP), 2 no node. */
+static int migrate(sqlite3 *db, int version)
+{
+	if (version == 1 && exec(db, "BEGIN; ALTER TABLE failures ADD COLUMN proto TEXT NOT NULL DEFAULT 'imap';"
+	                             " PRAGMA user_version=2; COMMIT") == -1)
+		return -1;
+	if (version >= 1 && version <= 2 &&
+	    exec(db, "BEGIN; ALTER TABLE failures ADD COLUMN node TEXT NOT NULL DEFAULT '';"
+	             " PRAGMA user_version=3; COMMIT") == -1)
+		return -1;
+	return exec(db, "PRAGMA user_version=3");
+}
+
 /* ---- the writer ------------------------------------------------------- */
 
 static int step(sqlite3_stmt *st)
@@ -158,6 +175,7 @@ static int apply(struct store_sqlite *s, const struct sq_item *it)
 		bind_text(st, 4, it->reason);
 		bind_text(st, 5, guard_status_name(it->status));
 		bind_text(st, 6, it->proto);
+		bind_text(st, 7, it->node);
 		return step(st);
 	case GUARD_EV_BAN:
 		st = s->st[ST_INS_BAN];
@@ -366,6 +384,7 @@ void store_sqlite_push(struct store_sqlite *s, const struct guard_event *ev)
 		snprintf(it.user, sizeof it.user, "%s", ev->user ? ev->user : "");
 		snprintf(it.reason, sizeof it.reason, "%s", ev->reason ? ev->reason : "");
 		snprintf(it.proto, sizeof it.proto, "%s", ev->proto ? ev->proto : "imap");
+		snprintf(it.node, sizeof it.node, "%s", ev->node ? ev->node : "");
 	} else if (ev->type == GUARD_EV_BAN) {
 		it.started = ev->ban.started;
 		it.expiry = ev->ban.expiry;
@@ -502,12 +521,7 @@ static int open_db(struct store_sqlite *s, char *err, size_t errsz)
 	 * in WAL keeps every commit across a process crash. */
 	if (version == -1 || exec(s->db, "PRAGMA journal_mode=WAL") == -1 ||
 	    exec(s->db, "PRAGMA synchronous=NORMAL") == -1 || exec(s->db, schema) == -1 ||
-	    /* schema 1 had no proto: its failures all came through IMAP. One
-	     * transaction, so a crash cannot leave the column without the
-	     * version. */
-	    exec(s->db, version == 1 ? "BEGIN; ALTER TABLE failures ADD COLUMN proto TEXT NOT NULL DEFAULT 'imap';"
-	                               " PRAGMA user_version=2; COMMIT"
-	                             : "PRAGMA user_version=2") == -1) {
+	    migrate(s->db, version) == -1) {
 		set_err(err, errsz, s->path, sqlite3_errmsg(s->db));
 		return -1;
 	}
@@ -663,7 +677,7 @@ int store_sqlite_load(struct store_sqlite *s, struct guard *g, uint64_t now, cha
 	/* Counted failures still in the window, and the last GUARD_RECENT of
 	 * each banned prefix; oldest first, as the guard wants them. */
 	static const char fails_sql[] =
-		"SELECT prefix, user, time, reason, status, proto FROM ("
+		"SELECT prefix, user, time, reason, status, proto, node FROM ("
 		" SELECT *, row_number() OVER (PARTITION BY prefix ORDER BY time DESC, id DESC) AS rn"
 		" FROM failures WHERE time > ?1"
 		" OR prefix IN (SELECT prefix FROM bans WHERE expiry > ?2))"
@@ -719,6 +733,7 @@ int store_sqlite_load(struct store_sqlite *s, struct guard *g, uint64_t now, cha
 			what = "out of memory";
 			goto fail;
 		}
+		guard_restore_failure_node(g, &key, col_text(st, 6));
 	}
 	if (rc != SQLITE_DONE)
 		goto sqlerr;

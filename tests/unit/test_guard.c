@@ -965,6 +965,57 @@ static void test_heap_churn(void **state)
 	guard_free(&g);
 }
 
+/* A peer's ban (Redis): applied as given, idempotent (the longest wins),
+ * never inside guard_ignore, never when already over; a peer's failure
+ * counts here and keeps its node for why. */
+static void test_apply_peer_ban_and_failure_node(void **state)
+{
+	struct events e = {0};
+	struct guard *g = mk_default(&e);
+	struct guard_ban_info b = {0};
+	uint64_t t = T0 + 100, exp = 0;
+
+	(void)state;
+	b.key = cidr("198.51.100.7");
+	b.started = t - 10;
+	b.expiry = t + 500;
+	b.ban_count = 3;
+	b.source = GUARD_SRC_AUTO;
+	b.reason = "auth_failed";
+	assert_int_equal(guard_apply_ban(g, &b, t), 1);
+	assert_int_equal(e.bans, 1);
+	assert_true(guard_check_connect(g, SA("198.51.100.7"), t, &exp));
+	assert_int_equal(exp, t + 500);
+	assert_int_equal(e.last_ban.ban.ban_count, 3);
+	/* The same again, or a shorter one: nothing changes, no event. */
+	assert_int_equal(guard_apply_ban(g, &b, t + 1), 0);
+	b.expiry = t + 400;
+	assert_int_equal(guard_apply_ban(g, &b, t + 1), 0);
+	assert_int_equal(e.bans, 1);
+	/* A longer one replaces it. */
+	b.expiry = t + 900;
+	assert_int_equal(guard_apply_ban(g, &b, t + 2), 1);
+	assert_true(guard_check_connect(g, SA("198.51.100.7"), t + 800, &exp));
+	/* Over already, or inside guard_ignore (loopback): not applied. */
+	b.key = cidr("198.51.100.8");
+	b.expiry = t;
+	assert_int_equal(guard_apply_ban(g, &b, t), 0);
+	b.key = cidr("127.0.0.1");
+	b.expiry = t + 100;
+	assert_int_equal(guard_apply_ban(g, &b, t), 0);
+	assert_false(guard_check_connect(g, SA("127.0.0.1"), t, &exp));
+
+	struct guard_failure_result r;
+	uint8_t h[GUARD_PWHASH_LEN] = {1};
+	assert_int_equal(guard_record_failure_node(g, SA("203.0.113.9"), "u", h, "auth_failed", "pop3", "nodeB",
+	                                           t, &r), 0);
+	assert_int_equal(r.status, GUARD_COUNTED);
+	/* The same password seen here afterwards is the same failure. */
+	assert_int_equal(guard_record_failure(g, SA("203.0.113.9"), "u", h, "auth_failed", "imap", t, &r), 0);
+	assert_int_equal(r.status, GUARD_DUPLICATE);
+	guard_free(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -988,6 +1039,7 @@ int main(void)
 		cmocka_unit_test(test_failure_delay_and_names),
 		cmocka_unit_test(test_large_counts),
 		cmocka_unit_test(test_heap_churn),
+		cmocka_unit_test(test_apply_peer_ban_and_failure_node),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

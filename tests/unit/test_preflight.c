@@ -109,7 +109,7 @@ static void test_check_db(void **state)
 	write_file(path, "short", 5);
 	assert_int_equal(store_sqlite_check(path, "me", err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "is not an SQLite database"));
-	head[63] = 3; /* user_version 3: a newer imapgate's */
+	head[63] = 4; /* user_version 4: a newer imapgate's */
 	write_file(path, head, sizeof(head));
 	assert_int_equal(store_sqlite_check(path, "me", err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "newer imapgate"));

@@ -462,7 +462,8 @@ static void test_upgrade_from_schema_1(void **state)
 	assert_int_equal(store_sqlite_sync(s), 0);
 	close_store(&s);
 	guard_free(&g);
-	assert_int_equal(count_rows("PRAGMA user_version"), 2);
+	assert_int_equal(count_rows("PRAGMA user_version"), 3);
+	assert_int_equal(count_rows("SELECT count(*) FROM failures WHERE node = ''"), 2);
 	assert_int_equal(count_rows("SELECT count(*) FROM failures WHERE user = 'old' AND proto = 'imap'"), 1);
 	assert_int_equal(count_rows("SELECT count(*) FROM failures WHERE user = 'new' AND proto = 'smtp'"), 1);
 }

@@ -38,10 +38,13 @@ def pgate(make_gate):
     return factory
 
 
-def body(remote="192.0.2.7", login="alice", pwhash="0352", protocol="smtp", session="", **more):
-    """A body as Dovecot 2.3 builds it: sorted keys, strings, then the booleans."""
+def body(remote="192.0.2.7", login="alice", pwhash="0352", protocol="smtp", session="", fail_type=None, **more):
+    """A body as Dovecot 2.3 builds it: sorted keys, strings, then the booleans
+    (fail_type: as Dovecot 2.4 adds it)."""
     d = {"device_id": "", "login": login, "protocol": protocol, "pwhash": pwhash, "remote": remote,
          "session_id": session}
+    if fail_type is not None:
+        d["fail_type"] = fail_type
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))[:-1] + ',"tls":false'
     for k, v in more.items():
         text += ',"%s":%s' % (k, "true" if v else "false")
@@ -327,3 +330,17 @@ def test_port_in_use_is_an_error_at_start(make_gate):
         assert "policy_listen 127.0.0.1:%d" % port in g.log_text() and "Address already in use" in g.log_text()
     finally:
         s.close()
+
+
+def test_dovecot_24_fail_type_only_guesses_count(pgate):
+    g = pgate()
+    mark = g.log_mark()
+    for i, ft in enumerate(("internal", "expired", "disabled", "policy")):
+        report_fail(g.pport, remote="192.0.2.90", pwhash="7%03d" % i, fail_type=ft)
+    g.wait_log(r"event=login_failed user=alice rip=192\.0\.2\.90 proto=smtp source=policy session=- "
+               r"reason=policy guard=not_counted", since=mark)
+    assert ctl(g, "why", "192.0.2.90")[1] == "192.0.2.90: nothing recorded\n"
+    report_fail(g.pport, remote="192.0.2.90", pwhash="8001", fail_type="credentials")
+    report_fail(g.pport, remote="192.0.2.90", pwhash="8002", fail_type="account")
+    report_fail(g.pport, remote="192.0.2.90", pwhash="8003", fail_type="")  # 2.4 before the end: ""
+    assert "not banned" not in ctl(g, "why", "192.0.2.90")[1]  # three counted: banned

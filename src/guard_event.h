@@ -12,7 +12,7 @@
  *   ig1 B NODE TIME PREFIX STARTED EXPIRY BAN_COUNT SOURCE REASON
  *   ig1 U NODE TIME PREFIX keep|forget
  *
- *   ig1 F nodeA 1733390000 192.0.2.7/32 alice%40example.org 0123456789abcdef smtp auth_failed
+ *   ig1 F nodeA 1733390000 192.0.2.7/32 alice@example.org 0123456789abcdef smtp auth_failed
  *
  * NODE    [A-Za-z0-9._-], 1..63 bytes.
  * TIME, STARTED, EXPIRY

@@ -76,6 +76,7 @@ static struct {
 	struct qcmd *q;       /* ring of REDIS_LINK_QUEUE_MAX */
 	size_t q_head, q_len;
 	uint64_t rng;
+	unsigned connect_timeout_ms, ping_interval_ms, ping_timeout_ms; /* 0: the defaults */
 	struct redis_link_stats st;
 } R = {
 	.cmd = {.name = "command", .io = {.fd = -1}},
@@ -342,6 +343,11 @@ static void q_flush(void)
 /* ------------------------------------------------------------------ */
 /* Handshake and heartbeat                                              */
 
+static unsigned ping_interval_ms(void)
+{
+	return R.ping_interval_ms ? R.ping_interval_ms : REDIS_LINK_PING_INTERVAL_MS;
+}
+
 static void maybe_up(void)
 {
 	if (R.state != LINK_CONNECTING || !R.cmd.ready || !R.sub.ready)
@@ -355,7 +361,7 @@ static void maybe_up(void)
 	STATS_SET(STAT_REDIS_UP, 1);
 	log_notice("event=redis_up server=%s", R.display);
 	R.ping_pending = false;
-	loop_timer_start(R.loop, &R.timer, REDIS_LINK_PING_INTERVAL_MS);
+	loop_timer_start(R.loop, &R.timer, ping_interval_ms());
 	q_flush();
 	if (R.state == LINK_UP && R.ops.up)
 		R.ops.up(R.ctx);
@@ -577,7 +583,7 @@ static void link_attempt(void)
 	}
 	R.state = LINK_CONNECTING;
 	R.io_failed = false;
-	loop_timer_start(R.loop, &R.timer, REDIS_LINK_CONNECT_TIMEOUT_MS);
+	loop_timer_start(R.loop, &R.timer, R.connect_timeout_ms ? R.connect_timeout_ms : REDIS_LINK_CONNECT_TIMEOUT_MS);
 	if (conn_open(&R.cmd, why, sizeof(why)) == -1 || conn_open(&R.sub, why, sizeof(why)) == -1)
 		link_fail(why);
 }
@@ -598,7 +604,8 @@ static void link_timer(struct loop_timer *t)
 		link_fail("not connected and subscribed within the connect timeout");
 		break;
 	case LINK_UP:
-		if (R.ping_pending && loop_now(R.loop) - R.ping_sent >= REDIS_LINK_PING_TIMEOUT_MS) {
+		if (R.ping_pending && loop_now(R.loop) - R.ping_sent >=
+		                          (R.ping_timeout_ms ? R.ping_timeout_ms : REDIS_LINK_PING_TIMEOUT_MS)) {
 			link_fail("no answer to PING");
 			break;
 		}
@@ -610,7 +617,7 @@ static void link_timer(struct loop_timer *t)
 				R.ping_sent = loop_now(R.loop);
 			}
 		}
-		loop_timer_start(R.loop, &R.timer, REDIS_LINK_PING_INTERVAL_MS);
+		loop_timer_start(R.loop, &R.timer, ping_interval_ms());
 		break;
 	case LINK_OFF:
 		break;
@@ -705,6 +712,13 @@ void redis_link_stop(void)
 	R.st.up = false;
 	R.st.down_since = 0;
 	STATS_SET(STAT_REDIS_UP, 0);
+}
+
+void redis_link_set_timeouts_ms(unsigned connect, unsigned ping_interval, unsigned ping_timeout)
+{
+	R.connect_timeout_ms = connect;
+	R.ping_interval_ms = ping_interval;
+	R.ping_timeout_ms = ping_timeout;
 }
 
 bool redis_link_is_up(void)

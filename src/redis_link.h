@@ -118,4 +118,9 @@ struct redis_link_stats {
 /* Totals since redis_link_start. The same totals go to stats (redis_*). */
 void redis_link_get_stats(struct redis_link_stats *st);
 
+/* Tests only: the connect timeout, heartbeat interval and heartbeat
+ * timeout in ms (0 restores each default). Takes effect at the next
+ * attempt or heartbeat. */
+void redis_link_set_timeouts_ms(unsigned connect, unsigned ping_interval, unsigned ping_timeout);
+
 #endif

@@ -135,22 +135,37 @@ static void server_kill(struct server *s)
 	}
 }
 
-static void server_new(struct server *s, const char *acl)
+/* Servers live in static slots, so teardown can stop and remove them even
+ * after a failed assertion left a test function early. */
+static struct server servers[4];
+
+static struct server *server_new(const char *acl)
 {
+	size_t i = 0;
+	struct server *s;
+
+	while (i < sizeof(servers) / sizeof(servers[0]) - 1 && servers[i].dir[0] != '\0')
+		i++;
+	s = &servers[i];
+	assert_true(s->dir[0] == '\0');
 	memset(s, 0, sizeof(*s));
 	snprintf(s->dir, sizeof(s->dir), "/tmp/test_redis_link.XXXXXX");
 	assert_non_null(mkdtemp(s->dir));
 	s->port = free_port();
 	s->acl = acl;
+	return s;
 }
 
 static void server_free(struct server *s)
 {
 	char cmd[128];
 
+	if (s->dir[0] == '\0')
+		return;
 	server_kill(s);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
 	(void)system(cmd);
+	s->dir[0] = '\0';
 }
 
 /* ------------------------------------------------------------------ */
@@ -221,6 +236,11 @@ static bool is_up(void)
 static bool is_down(void)
 {
 	return !redis_link_is_up() && ev.downs > 0;
+}
+
+static void server_signal(struct server *s, int sig)
+{
+	assert_int_equal(kill(s->pid, sig), 0);
 }
 
 static bool retried_twice(void)
@@ -321,6 +341,9 @@ static int teardown(void **state)
 {
 	(void)state;
 	redis_link_stop();
+	redis_link_set_timeouts_ms(0, 0, 0);
+	for (size_t i = 0; i < sizeof(servers) / sizeof(servers[0]); i++)
+		server_free(&servers[i]);
 	if (L)
 		loop_free(&L);
 	if (saved_stderr >= 0) {
@@ -358,15 +381,15 @@ static void start_link(const struct server *s, const char *userinfo, unsigned db
 
 static void test_up_publish_message(void **state)
 {
-	struct server s;
+	struct server *s;
 	struct redis_link_stats st;
 	redisContext *c;
 	redisReply *r;
 
 	(void)state;
-	server_new(&s, NULL);
-	server_start(&s);
-	start_link(&s, "", 3);
+	s = server_new(NULL);
+	server_start(s);
+	start_link(s, "", 3);
 	assert_false(redis_link_is_up()); /* the first attempt is made from the loop */
 	assert_true(run_until(is_up, 3000));
 	assert_int_equal(ev.ups, 1);
@@ -385,7 +408,7 @@ static void test_up_publish_message(void **state)
 	assert_int_equal(rep.types[1], REDIS_REPLY_STATUS);
 
 	/* SELECT 3 was done: the key is in db 3. */
-	c = client(&s, NULL, NULL);
+	c = client(s, NULL, NULL);
 	assert_non_null(c);
 	r = redisCommand(c, "SELECT 3");
 	freeReplyObject(r);
@@ -408,24 +431,24 @@ static void test_up_publish_message(void **state)
 	assert_false(redis_link_is_up());
 	assert_int_equal(cmd(3, "PING", NULL, NULL), -1);
 	assert_int_equal(stats_get(STAT_REDIS_UP), 0);
-	server_free(&s);
+	server_free(s);
 }
 
 static void test_queue_across_restart(void **state)
 {
-	struct server s;
+	struct server *s;
 	struct redis_link_stats st;
 	redisContext *c;
 	redisReply *r;
 	char *log;
 
 	(void)state;
-	server_new(&s, NULL);
-	server_start(&s);
-	start_link(&s, "", 0);
+	s = server_new(NULL);
+	server_start(s);
+	start_link(s, "", 0);
 	assert_true(run_until(is_up, 3000));
 
-	server_kill(&s);
+	server_kill(s);
 	assert_true(run_until(is_down, 3000));
 	assert_int_equal(ev.downs, 1);
 	redis_link_get_stats(&st);
@@ -443,7 +466,7 @@ static void test_queue_across_restart(void **state)
 
 	/* A few retries fail (logged once), then Redis is back. */
 	assert_true(run_until(retried_twice, 3000));
-	server_start(&s);
+	server_start(s);
 	want_replies = 3;
 	assert_true(run_until(is_up, 5000));
 	assert_true(run_until(got_replies, 3000));
@@ -459,7 +482,7 @@ static void test_queue_across_restart(void **state)
 	assert_true(st.reconnects >= 1);
 	assert_int_equal(stats_get(STAT_REDIS_RECONNECTS_TOTAL), st.reconnects);
 
-	c = client(&s, NULL, NULL);
+	c = client(s, NULL, NULL);
 	assert_non_null(c);
 	r = redisCommand(c, "LRANGE imapgate:l 0 -1");
 	assert_non_null(r);
@@ -471,19 +494,79 @@ static void test_queue_across_restart(void **state)
 	log = read_log();
 	assert_int_equal(count(log, "event=redis_down"), 1);
 	assert_int_equal(count(log, "event=redis_up"), 2);
-	server_free(&s);
+	server_free(s);
+}
+
+/* A Redis that stops answering (SIGSTOP: the kernel still accepts and
+ * acknowledges): the heartbeat notices, the connect timeout bounds the
+ * attempts, and the link comes back with SIGCONT. */
+static void test_hung_server(void **state)
+{
+	struct server *s;
+	char *log;
+
+	(void)state;
+	redis_link_set_timeouts_ms(300, 100, 300);
+	s = server_new(NULL);
+	server_start(s);
+	start_link(s, "", 0);
+	assert_true(run_until(is_up, 3000));
+	server_signal(s, SIGSTOP);
+	assert_true(run_until(is_down, 3000));
+	assert_true(run_until(retried_twice, 3000)); /* each attempt ended by the connect timeout */
+	assert_false(redis_link_is_up());
+	server_signal(s, SIGCONT);
+	assert_true(run_until(is_up, 5000));
+	log = read_log();
+	assert_non_null(strstr(log, "error=\"no answer to PING\""));
+	assert_non_null(strstr(log, "within the connect timeout"));
+	redis_link_set_timeouts_ms(0, 0, 0);
+	server_free(s);
+}
+
+/* The caller may stop the link from inside its callbacks. */
+static void stop_on_message(void *ctx, const char *data, size_t len)
+{
+	on_message(ctx, data, len);
+	redis_link_stop();
+}
+
+static void test_stop_inside_callback(void **state)
+{
+	struct server *s;
+	static const struct redis_link_ops stopping = {stop_on_message, on_up, on_down};
+	char url[128], err[256];
+
+	(void)state;
+	s = server_new(NULL);
+	server_start(s);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%u", s->port);
+	assert_int_equal(redis_link_start(L, url, CHANNEL, &stopping, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(is_up, 3000));
+	assert_int_equal(cmd(1, "PUBLISH", CHANNEL, "x"), 0);
+	assert_int_equal(cmd(2, "PING", NULL, NULL), 0);
+	assert_true(run_until(got_message, 3000));
+	assert_false(redis_link_is_up());
+	assert_int_equal(ev.downs, 0); /* stopping is not a loss */
+	/* Every command got its one callback: PUBLISH answered, PING (in
+	 * flight or not) either answered or told NULL. */
+	assert_int_equal(rep.n + rep.nulls, 2);
+	/* Start again after a stop from inside: works. */
+	assert_int_equal(redis_link_start(L, url, CHANNEL, &ops, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(is_up, 3000));
+	server_free(s);
 }
 
 static void test_queue_drops_oldest(void **state)
 {
-	struct server s;
+	struct server *s;
 	struct redis_link_stats st;
 	uint64_t dropped0 = stats_get(STAT_REDIS_EVENTS_DROPPED_TOTAL);
 
 	(void)state;
-	server_new(&s, NULL);
+	s = server_new(NULL);
 	/* Nothing listens yet: the first attempt is refused. */
-	start_link(&s, "", 0);
+	start_link(s, "", 0);
 	assert_true(run_until(is_down, 3000));
 	for (int i = 0; i < REDIS_LINK_QUEUE_MAX + 5; i++)
 		assert_int_equal(cmd(i, "INCR", "imapgate:n", NULL), 0);
@@ -494,7 +577,7 @@ static void test_queue_drops_oldest(void **state)
 	assert_int_equal(rep.nulls, 5); /* the dropped ones were told */
 
 	/* The survivors go out in order once Redis is there. */
-	server_start(&s);
+	server_start(s);
 	want_replies = REDIS_LINK_QUEUE_MAX;
 	assert_true(run_until(got_replies, 8000));
 	assert_int_equal(rep.ids[0], 5);
@@ -504,7 +587,7 @@ static void test_queue_drops_oldest(void **state)
 	redis_link_get_stats(&st);
 	assert_int_equal(st.queued, 0);
 	assert_int_equal(st.sent, REDIS_LINK_QUEUE_MAX);
-	server_free(&s);
+	server_free(s);
 }
 
 #define ACL                                                                                            \
@@ -513,15 +596,15 @@ static void test_queue_drops_oldest(void **state)
 
 static void test_auth(void **state)
 {
-	struct server s;
+	struct server *s;
 	char *log;
 
 	(void)state;
-	server_new(&s, ACL);
-	server_start(&s);
+	s = server_new(ACL);
+	server_start(s);
 
 	/* Wrong password: a clear error, once, no crash, retried. */
-	start_link(&s, "imapgate:Wrong-Pw-13@", 0);
+	start_link(s, "imapgate:Wrong-Pw-13@", 0);
 	assert_true(run_until(is_down, 3000));
 	assert_true(run_until(retried_twice, 3000));
 	assert_false(redis_link_is_up());
@@ -535,7 +618,7 @@ static void test_auth(void **state)
 
 	/* "AUTH user pass" with the ACL user, and PUBLISH on its channel. */
 	memset(&ev, 0, sizeof(ev));
-	start_link(&s, "imapgate:Right-Pw-42@", 0);
+	start_link(s, "imapgate:Right-Pw-42@", 0);
 	assert_true(run_until(is_up, 3000));
 	assert_int_equal(cmd(1, "PUBLISH", CHANNEL, "hello"), 0);
 	assert_true(run_until(got_message, 3000));
@@ -543,12 +626,12 @@ static void test_auth(void **state)
 	redis_link_stop();
 
 	/* "AUTH pass" (the default user). */
-	start_link(&s, ":Def-Pw-77@", 0);
+	start_link(s, ":Def-Pw-77@", 0);
 	assert_true(run_until(is_up, 3000));
 	redis_link_stop();
 
 	/* No password where one is needed: NOAUTH, logged. */
-	start_link(&s, "", 0);
+	start_link(s, "", 0);
 	assert_true(run_until(is_down, 3000));
 	redis_link_stop();
 
@@ -556,7 +639,7 @@ static void test_auth(void **state)
 	{
 		char url[256], err[256];
 
-		snprintf(url, sizeof(url), "redis://imapgate:Right-Pw-42@127.0.0.1:%u", s.port);
+		snprintf(url, sizeof(url), "redis://imapgate:Right-Pw-42@127.0.0.1:%u", s->port);
 		assert_int_equal(redis_link_start(L, url, "other:events", &ops, NULL, err, sizeof(err)), 0);
 		ev.downs = 0;
 		assert_true(run_until(is_down, 3000));
@@ -570,7 +653,7 @@ static void test_auth(void **state)
 	assert_null(strstr(log, "Right-Pw-42"));
 	assert_null(strstr(log, "Def-Pw-77"));
 	assert_non_null(strstr(log, "NOAUTH"));
-	server_free(&s);
+	server_free(s);
 }
 
 static void test_start_errors(void **state)
@@ -594,6 +677,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_up_publish_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_across_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hung_server, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_inside_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_drops_oldest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),

@@ -627,7 +627,7 @@ static void link_timer(struct loop_timer *t)
 /* Resolve a host name once (start-up or reload), keep the address. */
 static int resolve_host(char *why, size_t whysz)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *a, *pick = NULL;
 	unsigned char tmp[sizeof(struct in6_addr)];
 	char addr[INET6_ADDRSTRLEN];
 	int rc;
@@ -639,10 +639,23 @@ static int resolve_host(char *why, size_t whysz)
 		snprintf(why, whysz, "cannot resolve %s: %s", R.url.host, rc ? gai_strerror(rc) : "no address");
 		return -1;
 	}
-	if (res->ai_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr, addr, sizeof(addr));
+	/* IPv4 first, as hiredis does ("localhost" is often ::1 first, and
+	 * Redis's default bind is 127.0.0.1 only). */
+	for (a = res; a && !pick; a = a->ai_next)
+		if (a->ai_family == AF_INET)
+			pick = a;
+	for (a = res; a && !pick; a = a->ai_next)
+		if (a->ai_family == AF_INET6)
+			pick = a;
+	if (pick == NULL) {
+		freeaddrinfo(res);
+		snprintf(why, whysz, "cannot resolve %s: no IPv4 or IPv6 address", R.url.host);
+		return -1;
+	}
+	if (pick->ai_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)pick->ai_addr)->sin_addr, addr, sizeof(addr));
 	else
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)res->ai_addr)->sin6_addr, addr, sizeof(addr));
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)pick->ai_addr)->sin6_addr, addr, sizeof(addr));
 	freeaddrinfo(res);
 	snprintf(R.url.host, sizeof(R.url.host), "%s", addr);
 	return 0;

@@ -25,7 +25,8 @@
  *
  * Callbacks (ops and redis_reply_fn) run on the loop, from inside the
  * module; they may call redis_link_command, redis_link_is_up and
- * redis_link_get_stats, and redis_link_stop.
+ * redis_link_get_stats, and redis_link_stop. hiredis writes with
+ * write(2): the process must ignore SIGPIPE (imapgate does).
  */
 #ifndef IMAPGATE_REDIS_LINK_H
 #define IMAPGATE_REDIS_LINK_H
@@ -65,9 +66,13 @@ struct redis_link_ops {
  *
  * A host name (not an IPv4/IPv6 literal) is resolved here, once, with
  * getaddrinfo, which can block: call at start-up and reload only. Every
- * reconnect uses the address found (the first one); hiredis would
- * otherwise resolve inside each connect attempt, on the loop. A name that
- * does not resolve is an error here.
+ * reconnect uses the address found (the first IPv4 one, else the first
+ * IPv6 one); hiredis would otherwise resolve inside each connect attempt,
+ * on the loop. A name that does not resolve is an error here; a Redis
+ * that moves to another address needs a reload.
+ *
+ * From then on nothing blocks: hiredis connects non-blocking, and every
+ * wait is bounded by our timers.
  *
  * Returns 0, or -1 with a message in err (never the password): a bad URL,
  * an unresolvable name, already started.

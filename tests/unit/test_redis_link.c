@@ -40,6 +40,7 @@ struct server {
 	unsigned port;
 	pid_t pid;
 	const char *acl; /* extra config lines (users), or NULL */
+	bool unix_socket; /* also listen on dir/redis.sock */
 };
 
 static unsigned free_port(void)
@@ -94,6 +95,8 @@ static void server_start(struct server *s)
 	        "port %u\nbind 127.0.0.1\ndir %s\nsave \"\"\nappendonly no\ndaemonize no\n"
 	        "logfile %s/redis.log\nprotected-mode no\n%s",
 	        s->port, s->dir, s->dir, s->acl ? s->acl : "");
+	if (s->unix_socket)
+		fprintf(f, "unixsocket %s/redis.sock\nunixsocketperm 700\n", s->dir);
 	fclose(f);
 	s->pid = fork();
 	assert_true(s->pid >= 0);
@@ -656,6 +659,24 @@ static void test_auth(void **state)
 	server_free(s);
 }
 
+static void test_unix_socket(void **state)
+{
+	struct server *s;
+	char url[128], err[256];
+
+	(void)state;
+	s = server_new(NULL);
+	s->unix_socket = true;
+	server_start(s);
+	snprintf(url, sizeof(url), "unix:%s/redis.sock?db=2", s->dir);
+	assert_int_equal(redis_link_start(L, url, CHANNEL, &ops, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(is_up, 3000));
+	assert_int_equal(cmd(1, "PUBLISH", CHANNEL, "over unix"), 0);
+	assert_true(run_until(got_message, 3000));
+	assert_string_equal(ev.msg, "over unix");
+	assert_non_null(strstr(read_log(), "event=redis_up server=unix:"));
+}
+
 static void test_start_errors(void **state)
 {
 	char err[256];
@@ -670,6 +691,19 @@ static void test_start_errors(void **state)
 	assert_int_equal(redis_link_command(NULL, NULL, 1, (const char *[]){"PING"}, NULL), -1);
 	assert_int_equal(redis_link_start(L, "redis://127.0.0.1:1", CHANNEL, &ops, NULL, err, sizeof(err)), 0);
 	assert_int_equal(redis_link_start(L, "redis://127.0.0.1:1", CHANNEL, &ops, NULL, err, sizeof(err)), -1);
+	redis_link_stop();
+	/* A name is resolved at start ("localhost": /etc/hosts). */
+	{
+		struct server *s = server_new(NULL);
+
+		server_start(s);
+		char url[128];
+
+		snprintf(url, sizeof(url), "redis://localhost:%u", s->port);
+		assert_int_equal(redis_link_start(L, url, CHANNEL, &ops, NULL, err, sizeof(err)), 0);
+		assert_true(run_until(is_up, 3000));
+		assert_non_null(strstr(read_log(), "event=redis_up server=redis://localhost:"));
+	}
 }
 
 int main(void)
@@ -681,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stop_inside_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_drops_oldest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
 	};
 

@@ -13,7 +13,7 @@ WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -DCONFIG_STATE_DIR='"$(STATEDIR)"' \
            -DCONFIG_DEFAULT_PATH='"$(CONFFILE)"'
-LIBS     = -lssl -lcrypto -lsqlite3 -lpthread
+LIBS     = -lssl -lcrypto -lsqlite3 -lhiredis -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san

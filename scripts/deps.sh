@@ -4,19 +4,19 @@
 # Quiet when everything is present. As root, missing packages are installed
 # with apt-get (after one "apt-get update"), with a temporary
 # /usr/sbin/policy-rc.d that forbids starting services, so installing
-# dovecot, postfix or imapproxy never starts a system daemon. Postfix is
-# preseeded to "No configuration" (no /etc/postfix/main.cf, no questions):
-# the tests run private instances with their own config directory. Not
-# root: prints the command to run and exits 1.
+# dovecot, postfix, imapproxy or redis-server never starts a system daemon.
+# Postfix is preseeded to "No configuration" (no /etc/postfix/main.cf, no
+# questions): the tests run private instances (Redis too) with their own
+# config directory. Not root: prints the command to run and exits 1.
 #
 # "deps.sh deb": only what "make deb" needs (the package's Build-Depends and
 # dpkg-buildpackage). The full list has them too, for tests/e2e/test_deb.py.
 set -u
 
-DEB_PACKAGES="libssl-dev libsqlite3-dev debhelper dpkg-dev"
+DEB_PACKAGES="libssl-dev libsqlite3-dev libhiredis-dev debhelper dpkg-dev"
 PACKAGES="$DEB_PACKAGES libcmocka-dev python3 python3-pytest
 dovecot-core dovecot-imapd dovecot-pop3d postfix clang libclang-rt-14-dev imapproxy openssl fail2ban curl
-php-cli roundcube-core roundcube-sqlite3"
+php-cli roundcube-core roundcube-sqlite3 redis-server"
 if [ "${1:-}" = deb ]; then
 	PACKAGES=$DEB_PACKAGES
 fi

@@ -102,6 +102,14 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "Auth policy allow requests answered with a delay (the user's slow-down)."),
 	C(STAT_POLICY_BAD_REQUESTS_TOTAL, "policy_bad_requests_total",
 	  "Auth policy requests refused with a 4xx or 5xx status (bad HTTP, JSON, key, address)."),
+	G(STAT_REDIS_UP, "redis_up", -1, "1 when the link to the shared guard's Redis is up, else 0."),
+	C(STAT_REDIS_EVENTS_SENT_TOTAL, "redis_events_sent_total", "Commands handed to the Redis connection."),
+	C(STAT_REDIS_EVENTS_RECEIVED_TOTAL, "redis_events_received_total",
+	  "Messages received on the guard's Redis channel."),
+	C(STAT_REDIS_EVENTS_DROPPED_TOTAL, "redis_events_dropped_total",
+	  "Commands dropped from the full queue while Redis was down (the oldest first)."),
+	C(STAT_REDIS_RECONNECTS_TOTAL, "redis_reconnects_total",
+	  "Connection attempts to Redis after a failure or a lost link."),
 };
 
 #undef L

@@ -13,6 +13,9 @@ pytest fixtures for imapgate's end-to-end tests.
   make_postfix a factory: make_postfix(dovecot) starts a private Postfix doing SMTP AUTH
                through dovecot's SASL socket (Dovecot(sasl_socket=True)); skips the
                test when Postfix cannot run here (not root, not installed)
+  redis_server a private redis-server (harness.Redis) with an ACL user and password,
+               running; make_redis a factory for more (make_redis(password=None, ...));
+               both skip the test when redis-server is not installed
 
 Run with Debian's pytest:  /usr/bin/python3 -m pytest tests/e2e
 """
@@ -27,7 +30,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (DEFAULT_USERS, SECRETS, Dovecot, Imapgate, PolicyRecorder, Postfix,  # noqa: E402
-                     have_ipv6, postfix_unavailable)
+                     Redis, have_ipv6, postfix_unavailable, redis_unavailable)
 
 
 # Users made before the session Dovecot starts, handed out by fresh_user: adding
@@ -187,6 +190,37 @@ def make_postfix(request):
         if getattr(request.node, "_failed", False):
             print("--- postfix log (%s) ---\n%s" % (pf.dir, pf.log_text()[-4000:]))
         pf.cleanup()
+
+
+@pytest.fixture
+def make_redis(request):
+    """Factory: make_redis(start=True, **Redis kwargs) -> a private redis-server (harness.Redis).
+    Every instance is killed and its directory removed at teardown (also when the test
+    failed, when its log is printed)."""
+    reason = redis_unavailable()
+    made = []
+
+    def factory(start=True, **kw):
+        if reason:
+            pytest.skip(reason)
+        r = Redis(**kw)
+        made.append(r)
+        if start:
+            r.start()
+        return r
+
+    yield factory
+    for r in made:
+        if getattr(request.node, "_failed", False):
+            print("--- redis log (%s) ---\n%s" % (r.dir, r.log_text()[-4000:]))
+        r.cleanup()
+
+
+@pytest.fixture
+def redis_server(make_redis):
+    """A running private Redis with the ACL user "imapgate" (keys and channels under
+    "imapgate:") and a random password; redis_server.url() is guard_redis's value."""
+    return make_redis(password="redis-" + secrets.token_hex(8))
 
 
 @pytest.hookimpl(hookwrapper=True)

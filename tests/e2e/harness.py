@@ -922,6 +922,244 @@ service auth {{
 
 
 # --------------------------------------------------------------------------
+# A private Redis (the shared guard's)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class RedisError(HarnessError):
+    """An error reply from Redis (its text in args[0])."""
+
+
+class RespClient:
+    """A tiny blocking RESP2 client: command(*args) -> str/int/list/None, an error reply
+    raises RedisError. Enough for tests (no pipelining beyond send()/read_reply())."""
+
+    def __init__(self, host, port, user=None, password=None, timeout=5.0, unix_path=None):
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(unix_path))
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        if password is not None:
+            self.command("AUTH", *([user] if user else []), password)
+
+    def send(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionClosed("redis closed the connection", self.buf)
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _bytes(self, n):
+        while len(self.buf) < n + 2:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionClosed("redis closed the connection", self.buf)
+            self.buf += data
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read_reply(self, timeout=None, decode=True):
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self._bytes(n)
+            return data.decode(errors="surrogateescape") if decode else data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read_reply(decode=decode) for _ in range(n)]
+        raise HarnessError("bad RESP line from redis: %r" % line)
+
+    def command(self, *args, decode=True):
+        self.send(*args)
+        return self.read_reply(decode=decode)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def redis_unavailable():
+    """Why a test cannot run a private Redis here, or None."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        return "%s not installed (scripts/deps.sh installs redis-server)" % REDIS_SERVER
+    return None
+
+
+class Redis:
+    """A private redis-server on a free 127.0.0.1 port, its config and dir in a temp dir,
+    no persistence. Never the system Redis.
+
+    password None: no AUTH. Otherwise acl=True (default) makes an ACL user `user` limited
+    to keys and channels under `prefix`, and turns the default user off; acl=False sets
+    requirepass (AUTH with the password alone). An `admin` ACL user (all keys, all
+    commands) is always there for cli(). unix=True also listens on a Unix socket
+    (self.unix_path).
+
+    r = Redis(password="pw"); r.start(); r.url() -> "redis://imapgate:pw@127.0.0.1:PORT/0"
+    r.cli("GET", "imapgate:x"); r.kill(); r.restart(); r.cleanup()
+    """
+
+    def __init__(self, password=None, *, user="imapgate", acl=True, prefix="imapgate:", port=None,
+                 unix=False, tmpdir=None, extra_conf=""):
+        if redis_unavailable():
+            raise HarnessError(redis_unavailable())
+        self.dir = Path(tmpdir or tempfile.mkdtemp(prefix="imapgate-redis-"))
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.password = password
+        self.user = user if (password is not None and acl) else None
+        self.acl = acl
+        self.prefix = prefix
+        self.admin_password = "admin-" + os.urandom(8).hex()
+        register_secret(password, self.admin_password)
+        self.unix_path = self.dir / "redis.sock" if unix else None
+        self.conf_path = self.dir / "redis.conf"
+        self.log_path = self.dir / "redis.log"
+        self.extra_conf = extra_conf
+        self.proc = None
+        self._write_conf()
+
+    def _write_conf(self):
+        lines = [
+            "port %d" % self.port,
+            "bind 127.0.0.1",
+            "dir %s" % self.dir,
+            "logfile %s" % self.log_path,
+            'save ""',
+            "appendonly no",
+            "daemonize no",
+            "supervised no",
+            "databases 16",
+        ]
+        if self.unix_path:
+            lines += ["unixsocket %s" % self.unix_path, "unixsocketperm 700"]
+        lines.append("user admin on >%s ~* &* +@all" % self.admin_password)
+        if self.password is not None and self.acl:
+            lines.append("user %s on >%s ~%s* &%s* +@all" % (self.user, self.password, self.prefix, self.prefix))
+            lines.append("user default off")
+        elif self.password is not None:
+            lines.append("requirepass %s" % self.password)
+        self.conf_path.write_text("\n".join(lines) + "\n" + self.extra_conf)
+        os.chmod(self.conf_path, 0o600)
+
+    def url(self, db=0, password=None, user=None):
+        """guard_redis's value for this server (password/user override the configured ones,
+        e.g. a wrong password)."""
+        pw = self.password if password is None else password
+        u = self.user if user is None else user
+        auth = ""
+        if pw is not None:
+            auth = "%s:%s@" % (urllib.parse.quote(u or "", safe=""), urllib.parse.quote(pw, safe=""))
+        return "redis://%s%s:%d/%d" % (auth, self.host, self.port, db)
+
+    def unix_url(self, db=0):
+        return "unix:%s?db=%d" % (self.unix_path, db)
+
+    def client(self, timeout=5.0):
+        """A RespClient authenticated as the admin user (every key and command)."""
+        return RespClient(self.host, self.port, "admin", self.admin_password, timeout=timeout)
+
+    def cli(self, *args, decode=True):
+        """One command as the admin user; returns the reply (RedisError on an error reply)."""
+        with self.client() as c:
+            return c.command(*args, decode=decode)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _ready(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except (OSError, EOFError, HarnessError):
+            return False
+
+    def start(self, timeout=10.0):
+        """Start and wait (bounded) until PING is answered."""
+        if self.running():
+            return self
+        _live.add(self)
+        out = open(self.dir / "redis.stdout", "ab")
+        try:
+            self.proc = subprocess.Popen([REDIS_SERVER, str(self.conf_path)], stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() >= deadline:
+                why = "exited with %s" % self.proc.returncode if self.proc.poll() is not None else "timed out"
+                self.kill()
+                raise HarnessError("redis-server did not start (%s):\n%s" % (why, self.log_text()[-3000:]))
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout=10.0, graceful=True):
+        """SIGTERM (nothing to save) and a bounded wait, then SIGKILL of what is left; the
+        port is free again afterwards. graceful=False: kill()."""
+        if not self.proc:
+            return None
+        return stop_group(self.proc, (self.port,), timeout, graceful)
+
+    def kill(self):
+        """SIGKILL, like a crash; bounded wait until the port is closed."""
+        return self.stop(graceful=False)
+
+    def restart(self, timeout=10.0):
+        """Stop (if running) and start again on the same port (empty: no persistence)."""
+        self.stop()
+        return self.start(timeout=timeout)
+
+    def cleanup(self):
+        self.kill()
+        remove_tree(self.dir)
+        _live.discard(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+# --------------------------------------------------------------------------
 # Dovecot auth policy server stand-in
 
 

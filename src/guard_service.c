@@ -18,6 +18,7 @@
 #include "banfilter.h"
 #include "control.h"
 #include "guard_service.h"
+#include "guard_share.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -122,6 +123,7 @@ static void guard_sink(void *ctx, const struct guard_event *ev)
 	}
 	if (store)
 		store_sqlite_event(store, ev);
+	guard_share_event(ev);
 	if (ev->type != GUARD_EV_FAILURE)
 		update_ban_gauge();
 }
@@ -288,6 +290,10 @@ static void why_prefix(void *ctx, const struct guard_prefix_info *p)
 			sb_json_str(l->out, p->recent[i].reason);
 			sb_printf(l->out, ",\"proto\":");
 			sb_json_str(l->out, p->recent[i].proto);
+			if (guard_share_on()) {
+				sb_printf(l->out, ",\"node\":");
+				sb_json_str(l->out, p->recent[i].node[0] ? p->recent[i].node : guard_share_node());
+			}
 			sb_printf(l->out, ",\"status\":\"%s\",\"repeats\":%u}", guard_status_name(p->recent[i].status),
 			          p->recent[i].repeats);
 		}
@@ -304,9 +310,14 @@ static void why_prefix(void *ctx, const struct guard_prefix_info *p)
 
 			log_sanitize(p->recent[i].user, strlen(p->recent[i].user), user, sizeof(user));
 			fmt_time(p->recent[i].time, t, sizeof(t));
-			sb_printf(l->out, "  %s user=%s proto=%s reason=%s status=%s repeats=%u\n", t, user,
+			char node[GUARD_NODE_LEN + 8] = "";
+
+			if (guard_share_on())
+				snprintf(node, sizeof(node), " node=%s",
+				         p->recent[i].node[0] ? p->recent[i].node : guard_share_node());
+			sb_printf(l->out, "  %s user=%s proto=%s reason=%s status=%s repeats=%u%s\n", t, user,
 			          p->recent[i].proto, p->recent[i].reason, guard_status_name(p->recent[i].status),
-			          p->recent[i].repeats);
+			          p->recent[i].repeats, node);
 		}
 	}
 	l->n++;
@@ -375,6 +386,12 @@ int guard_service_init(void)
 	}
 	guard_set_sink(guard, guard_sink, NULL);
 	update_ban_gauge();
+	if (cfg->guard) {
+		char err[256];
+
+		if (guard_share_start(srv.loop, guard, cfg, err, sizeof(err)) == -1)
+			fatal("event=start error=\"guard_redis: %s\"", err);
+	}
 	housekeeping.fn = housekeeping_tick;
 	loop_timer_start(srv.loop, &housekeeping, 1000);
 	return 0;
@@ -392,6 +409,10 @@ void guard_service_reload(void)
 	if (store)
 		store_sqlite_set_retention(store, srv.cfg->guard_findtime > 86400 ? srv.cfg->guard_findtime : 86400,
 		                           srv.cfg->guard_recidive_window > 86400 ? srv.cfg->guard_recidive_window : 86400);
+	if (srv.cfg->guard)
+		guard_share_reload(srv.cfg);
+	else
+		guard_share_stop();
 }
 
 void guard_service_shutdown(void)
@@ -399,6 +420,7 @@ void guard_service_shutdown(void)
 	char err[256];
 
 	loop_timer_stop(srv.loop, &housekeeping);
+	guard_share_stop();
 	if (store && store_sqlite_close(&store, err, sizeof(err)) == -1)
 		log_err("event=guard_db_error error=\"%s\"", err);
 	guard_free(&guard);
@@ -502,7 +524,12 @@ void guard_service_success(const struct gs_attempt *a)
 	if (!guard_on() || a->addr == NULL)
 		return;
 	guard_user(a, user, sizeof(user));
-	(void)guard_record_success(guard, a->addr, user, now_s());
+	if (guard_record_success(guard, a->addr, user, now_s()) == 0 && guard_share_on()) {
+		struct cidr key;
+
+		if (guard_key_from_sockaddr(guard, a->addr, &key) == 0)
+			guard_share_success(&key, user);
+	}
 }
 
 void guard_service_pwkey(const char *hex, size_t len, uint8_t out[GUARD_PWHASH_LEN])

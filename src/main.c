@@ -26,6 +26,7 @@
 #include "backend.h"
 #include "config.h"
 #include "guard_service.h"
+#include "guard_share.h"
 #include "control.h"
 #include "listener.h"
 #include "log.h"
@@ -407,6 +408,7 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_printf(out, ",\"guard\":");
 		sb_json_str(out, guard_service_describe());
 		sb_printf(out, ",\"policy_port\":%u,\"policy_connections\":%zu", policy_port(), policy_connections());
+		guard_share_status(out, true);
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
@@ -415,6 +417,7 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 	          guard_service_describe());
 	if (srv.cfg->n_policy_listen)
 		sb_printf(out, "policy port %u, %zu connection(s)\n", policy_port(), policy_connections());
+	guard_share_status(out, false);
 	{
 		struct buf b;
 

@@ -213,6 +213,18 @@ static void apply_ban(const struct gev *e)
 {
 	struct guard_ban_info b = {0};
 
+	/* A peer never bans half the Internet here: shorter prefixes than a
+	 * /8 or a /16 are an error (or an attack through Redis), not a ban. */
+	if (e->prefix.prefix < (e->prefix.family == AF_INET ? 8 : 16)) {
+		char p[ADDR_STRLEN + 8];
+
+		guard_cidr_format(&e->prefix, p, sizeof(p));
+		S.peer_bad++;
+		log_warn("event=redis_bad_event error=\"ban of %s refused: broader than /8 (IPv4) or /16 (IPv6)\" node=%s", p,
+		         e->node);
+		return;
+	}
+
 	b.key = e->prefix;
 	b.started = e->started;
 	b.expiry = e->expiry;

@@ -10,6 +10,7 @@ of the same real Dovecot, from distinct loopback client addresses.
 
 import json
 import secrets
+import time
 
 import pytest
 
@@ -149,3 +150,19 @@ def test_acl_password_and_a_wrong_one(make_redis, make_gate, fresh_user):
     assert login_raw(c, user, pw)[-1].startswith(b"a OK")
     c.close()
     assert secret not in good.log_text() and "wrong-password-xyz" not in bad.log_text()
+
+
+def test_a_peer_message_is_untrusted_input(fleet):
+    r, (a,) = fleet(1)
+    now = int(time.time())
+    mark = a.log_mark()
+    r.cli("PUBLISH", "imapgate:events", "garbage \x01 not an event")
+    a.wait_log(r"event=redis_bad_event error=", since=mark)
+    # A well-formed ban of the whole IPv4 Internet from a "peer" is refused.
+    r.cli("PUBLISH", "imapgate:events", "ig1 B evil %d 0.0.0.0/0 %d %d 1 manual x" % (now, now, now + 600))
+    a.wait_log(r"event=redis_bad_event error=\"ban of 0\.0\.0\.0/0 refused", since=mark)
+    assert not refused(a, "127.0.0.47")
+    # A good one is applied.
+    r.cli("PUBLISH", "imapgate:events", "ig1 B peer %d 127.0.0.47/32 %d %d 1 manual x" % (now, now, now + 600))
+    wait_for(lambda: refused(a, "127.0.0.47"), 10, what="a peer's ban applied")
+    assert status(a)["redis"]["bad_in"] == 2

@@ -524,7 +524,8 @@ void guard_service_success(const struct gs_attempt *a)
 	if (!guard_on() || a->addr == NULL)
 		return;
 	guard_user(a, user, sizeof(user));
-	if (guard_record_success(guard, a->addr, user, now_s()) == 0 && guard_share_on()) {
+	if (guard_record_success(guard, a->addr, user, now_s()) == 0 && guard_share_on() &&
+	    !cidr_list_match(&srv.cfg->guard_ignore, a->addr)) {
 		struct cidr key;
 
 		if (guard_key_from_sockaddr(guard, a->addr, &key) == 0)

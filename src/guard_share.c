@@ -35,6 +35,8 @@
 
 #define SELF_RING 4096  /* hashes of our recent messages */
 #define CATCHUP_PAGE 256 /* ban keys per MGET */
+#define SUCCESS_SLOTS 4096 /* (prefix, user) pairs whose success was published lately */
+#define SUCCESS_EVERY 300  /* s: a pair's success is published again after this */
 
 static struct {
 	bool on;
@@ -50,6 +52,9 @@ static struct {
 	uint64_t self[SELF_RING];
 	unsigned self_next;
 	uint64_t peer_events, peer_bad, catchup_bans, last_lag;
+	struct {
+		uint64_t h, t;
+	} success[SUCCESS_SLOTS];
 } S;
 
 static uint64_t now_s(void)
@@ -202,6 +207,24 @@ void guard_share_success(const struct cidr *key, const char *user)
 
 	if (!S.on || S.applying)
 		return;
+	/* A webmail user logs in on every page view: the first success of a
+	 * pair is news for the peers, the next ones for a while are not. A
+	 * slot taken by another pair only means one more message. */
+	{
+		uint8_t buf[18 + GUARD_USER_MAX];
+		size_t ul = strlen(user) < GUARD_USER_MAX ? strlen(user) : GUARD_USER_MAX;
+		uint64_t h, now = now_s();
+
+		buf[0] = (uint8_t)key->family;
+		buf[1] = (uint8_t)key->prefix;
+		memcpy(buf + 2, key->addr, 16);
+		memcpy(buf + 18, user, ul);
+		h = hash_keyed(buf, 18 + ul);
+		if (S.success[h % SUCCESS_SLOTS].h == h && now - S.success[h % SUCCESS_SLOTS].t < SUCCESS_EVERY)
+			return;
+		S.success[h % SUCCESS_SLOTS].h = h;
+		S.success[h % SUCCESS_SLOTS].t = now;
+	}
 	gev_base(&e, GEV_SUCCESS, key);
 	snprintf(e.user, sizeof(e.user), "%s", user);
 	publish(&e);

@@ -166,3 +166,18 @@ def test_a_peer_message_is_untrusted_input(fleet):
     r.cli("PUBLISH", "imapgate:events", "ig1 B peer %d 127.0.0.47/32 %d %d 1 manual x" % (now, now, now + 600))
     wait_for(lambda: refused(a, "127.0.0.47"), 10, what="a peer's ban applied")
     assert status(a)["redis"]["bad_in"] == 2
+
+
+def test_a_success_on_one_trusts_the_address_on_the_other(fleet, fresh_user):
+    user, pw = fresh_user
+    r, (a, b) = fleet(2)
+    src = "127.0.0.48"
+    before = status(b)["redis"]["events_in"]
+    c = a.connect_greeted(src=src)
+    assert login_raw(c, user, pw)[-1].startswith(b"a OK")
+    c.close()
+    wait_for(lambda: status(b)["redis"]["events_in"] > before, 10, what="B heard A's success")
+    for i in range(4):  # the owner mistyping on B is not counted, never banned
+        fail_login(b, src, user, "typo-%d" % i)
+    out = ctl(b, "why", src)[1]
+    assert "not banned" in out and out.count("status=trusted") == 4, out

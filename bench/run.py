@@ -7,6 +7,7 @@ run.py — imapgate against direct Dovecot and Debian's imapproxy (issue 6).
     /usr/bin/python3 bench/run.py --build build --quick                 ~2 min
     /usr/bin/python3 bench/run.py --build build --quick --setups reuse --workloads webmail
     /usr/bin/python3 bench/run.py --build build --workloads policy       the policy server, ~2.5 min
+    /usr/bin/python3 bench/run.py --build build --workloads fleet        Redis shared guard, ~1.5 min
 
 Starts, in a temp dir and on loopback only: a Dovecot with 1000 users
 (user0000..user0999, 50 small messages each) and 4 bulk users (5 messages of

@@ -992,16 +992,25 @@ class Bench:
                     for name in order:
                         g = gates[name]
                         e0 = (self.redis_status(g) or {}).get("events_out") if name == "on" else None
+                        # CPU: this side's imapgate; on "on" also Redis and B (its subscriber).
+                        others = [r.proc.pid, gates["b"].pid()] if name == "on" else []
+                        c0 = [proc_cpu_s(pid) for pid in [g.pid()] + others]
                         res = self.lg.run(g.port, "webmail", conns, self.a.seconds, users=len(self.users),
                                           user_fmt=USER_FMT, password_fmt=PASS_FMT)
+                        c1 = [proc_cpu_s(pid) for pid in [g.pid()] + others]
+                        n = res["cycles"] or None
+                        per = [1000 * (b - a) / n if n else None for a, b in zip(c0, c1)]
                         st = self.redis_status(g) if name == "on" else None
                         out = st["events_out"] - e0 if st else None
                         self.record(rnd, "fleet-webmail", conns, name, res, events_out=out,
-                                    dropped=st["dropped"] if st else None)
+                                    dropped=st["dropped"] if st else None, gate_ms=per[0],
+                                    redis_ms=per[1] if others else None, b_ms=per[2] if others else None)
                         log("  webmail  c=%-3d redis %-3s %8.1f cycles/s  login p50 %6.2f ms  p99 %6.2f ms  "
-                            "events published %s  failed %d"
+                            "events published %s  CPU ms/cycle: imapgate %s, Redis %s, B %s  failed %d"
                             % (conns, name, res["cycles_per_s"], res["login_p50_us"] / 1000,
-                               res["login_p99_us"] / 1000, "–" if out is None else out, res["failed"]))
+                               res["login_p99_us"] / 1000, "–" if out is None else out, fmt(per[0], 3),
+                               fmt(per[1] if others else None, 3), fmt(per[2] if others else None, 3),
+                               res["failed"]))
             t = time.monotonic()
             lat, probes, probe_us, misses = self.fleet_latency(gates["on"], gates["b"], self.a.fleet_samples)
             sb = self.redis_status(gates["b"])
@@ -1406,7 +1415,8 @@ def summarize_fleet(results):
     """The fleet tables: the webmail rate through imapgate with Redis off and on (ratio per
     round), and the ban propagation A → B; and the figures for the targets."""
     header = ["webmail through imapgate", "conns", "Redis off", "Redis on", "rounds off → on", "on / off (min–max)",
-              "LOGIN p50 / p99 ms off → on", "events published per cycle (on)", "failed"]
+              "LOGIN p50 / p99 ms off → on", "events published per cycle (on)",
+              "CPU ms per cycle: imapgate off → on", "Redis, B (on)", "failed"]
     rows, fig = [], {}
     xs = pick(results, workload="fleet-webmail")
     for conns in sorted({x["conns"] for x in xs}):
@@ -1428,6 +1438,8 @@ def summarize_fleet(results):
                      "%s / %s → %s / %s" % (m(off, "login_p50_us"), m(off, "login_p99_us"), m(on, "login_p50_us"),
                                             m(on, "login_p99_us")),
                      "%s (%d dropped)" % (fmt(med(per), 2), max([x.get("dropped") or 0 for x in on] or [0])),
+                     "%s → %s" % (fmt(med([x.get("gate_ms") for x in off]), 3), fmt(med([x.get("gate_ms") for x in on]), 3)),
+                     "%s, %s" % (fmt(med([x.get("redis_ms") for x in on]), 3), fmt(med([x.get("b_ms") for x in on]), 3)),
                      "%d of %d" % (sum(x["r"]["failed"] for x in cx), sum(x["r"]["cycles"] + x["r"]["failed"] for x in cx))])
     lheader = ["ban on A, refused at B", "samples", "p50 ms", "p99 ms", "max ms", "missed (no BYE within %g s)"
                % FLEET_PROBE_LIMIT_S, "probes per sample (median, max)", "probe p50 µs (resolution)",

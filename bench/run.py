@@ -7,6 +7,7 @@ run.py — imapgate against direct Dovecot and Debian's imapproxy (issue 6).
     /usr/bin/python3 bench/run.py --build build --quick                 ~2 min
     /usr/bin/python3 bench/run.py --build build --quick --setups reuse --workloads webmail
     /usr/bin/python3 bench/run.py --build build --workloads policy       the policy server, ~2.5 min
+    /usr/bin/python3 bench/run.py --build build --workloads fleet        Redis shared guard, ~1.5 min
 
 Starts, in a temp dir and on loopback only: a Dovecot with 1000 users
 (user0000..user0999, 50 small messages each) and 4 bulk users (5 messages of
@@ -26,7 +27,9 @@ import json
 import os
 import platform
 import resource
+import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,9 +42,9 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import harness  # noqa: E402
 import tls_util  # noqa: E402
-from harness import Dovecot, HarnessError, Imapgate, kill_group, wait_listening  # noqa: E402
+from harness import Dovecot, HarnessError, Imapgate, Redis, kill_group, wait_listening  # noqa: E402
 
-WORKLOADS = ("webmail", "bulk", "idle", "flood", "burst", "tls", "policy")
+WORKLOADS = ("webmail", "bulk", "idle", "flood", "burst", "tls", "policy", "fleet")
 TARGETS = ("direct", "imapgate", "imapproxy")
 SETUPS = ("stock", "reuse", "tuned")
 IMAPPROXYD = "/usr/sbin/imapproxyd"
@@ -150,6 +153,17 @@ POLICY_FIGURES = (("imap-login", "IMAP LOGIN + LOGOUT straight to Dovecot"),
                   ("webmail", "the webmail workload through imapgate, connection reuse off"),
                   ("smtp-auth", "SMTP EHLO + AUTH PLAIN + QUIT through Postfix (Dovecot SASL)"))
 POLICY_GOAL = 0.95
+
+# The fleet (issue 12): imapgates sharing their guard through a private Redis.
+# A ban made on A (its control socket) against the time until B greets a new
+# connection from that address with BYE, each sample from an address of its
+# own (127.2.0.0/16); and the webmail workload through an imapgate with
+# guard_redis against one without, the order alternating per round.
+FLEET_SIDES = ("off", "on")
+FLEET_NET = "127.2.%d.%d"
+FLEET_PROBE_LIMIT_S = 2.0  # a sample whose BYE has not come by then is a miss
+FLEET_LATENCY_GOAL_MS = 100
+FLEET_RATE_GOAL = 0.97
 
 
 def log(msg):
@@ -455,6 +469,7 @@ class Bench:
         self.results = []  # dicts: setup, round, workload, conns, target, r (loadgen JSON) or extra fields
         self.notes = []
         self.policy_procs = []  # the policy workload's Dovecots, imapgates and Postfixes, in start order
+        self.fleet_procs = []  # the fleet workload's Dovecot, Redis and imapgates, in start order
         self.proxy_missing = imapproxy_usable() if "imapproxy" in args.targets else None
         self.targets = [t for t in args.targets if not (t == "imapproxy" and self.proxy_missing)]
         if self.proxy_missing:
@@ -531,6 +546,7 @@ class Bench:
         try:
             self.stop_setup()
             self.stop_policy()
+            self.stop_fleet()
         finally:
             if not self.a.keep:
                 harness.remove_tree(self.dir)
@@ -846,6 +862,183 @@ class Bench:
         finally:
             self.stop_policy()
 
+    # -- the fleet (issue 12): the guard shared through Redis. Propagation of a
+    # ban from A to B, and the webmail rate with Redis on against off.
+    def start_fleet(self):
+        """A Dovecot (users only) in the fleet setup, a private Redis (ACL user), imapgate
+        "off" without guard_redis, and imapgates A ("on", measured) and B (only refuses the
+        probes of the latency samples) sharing the Redis. All three with the bench's usual
+        config (guard on, in memory, connection reuse)."""
+        ddir = self.dir / "dovecot-fleet"
+        ddir.mkdir()
+        d = Dovecot(users=self.users, tmpdir=ddir, extra_conf=DOVECOT_COMMON + DOVECOT_SETUPS[self.a.fleet_setup])
+        self.fleet_procs.append(("dovecot fleet", d))
+        populate(d, self.users, {})
+        d.start(timeout=60)
+        (self.dir / "redis").mkdir()
+        r = Redis(password="bench-" + secrets.token_hex(8), tmpdir=self.dir / "redis")
+        self.fleet_procs.append(("redis", r))
+        r.start(timeout=20)
+        gates = {"off": self.new_gate("gate-fleet-off", backend_port=d.port)}
+        self.fleet_procs.append(("imapgate off", gates["off"]))
+        for name, node in (("on", "a"), ("b", "b")):
+            gates[name] = self.new_gate("gate-fleet-" + node, backend_port=d.port, guard_redis=r.url(),
+                                        guard_redis_node=node)
+            self.fleet_procs.append(("imapgate " + node, gates[name]))
+        for name in ("on", "b"):
+            deadline = time.monotonic() + 20
+            while not (self.redis_status(gates[name]) or {}).get("up"):
+                if time.monotonic() > deadline:
+                    raise HarnessError("imapgate %s did not connect to Redis within 20 s" % name)
+                time.sleep(0.05)
+        return d, r, gates
+
+    def ctl_line(self, gate, line):
+        """One control-socket command (imapgate-ctl's protocol: a line; OK or ERR, then the
+        body until close); returns the body. Straight over the socket, no process spawned,
+        so the time a ban is in force is known to within the reply's read."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(gate.dir / "ctl.sock"))
+            s.sendall(line.encode() + b"\n")
+            data = b""
+            while b"\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, rest = data.partition(b"\n")
+            if head != b"OK":
+                raise HarnessError("control %r: %s" % (line, data.decode(errors="replace")))
+            if line.startswith("status"):
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+            return rest.decode(errors="replace")
+
+    def redis_status(self, gate):
+        return json.loads(self.ctl_line(gate, "status --json")).get("redis")
+
+    @staticmethod
+    def greeting_from(port, src):
+        """A new connection from src: its greeting's first line (b"" when closed without
+        one). Closed with a RST, so thousands of probes leave no TIME_WAIT behind."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(5)
+            s.bind((src, 0))
+            s.connect(("127.0.0.1", port))
+            data = b""
+            while b"\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+    def fleet_latency(self, a, b, n):
+        """n samples, each from an address of its own: B greets it with OK, the ban is made
+        on A, and from the moment A's control socket answers OK, connects from it to B one
+        after the other until B greets with BYE. Latency: OK read → that BYE read (an upper
+        bound: the ban reached B at most one probe earlier; the probe's own duration is
+        reported as the resolution)."""
+        lat, probes, probe_us, misses = [], [], [], 0
+        for i in range(n):
+            src = FLEET_NET % (i // 250, i % 250 + 1)
+            first = self.greeting_from(b.port, src)
+            if not first.startswith(b"* OK"):
+                raise HarnessError("fleet: B greeted %s with %r before the ban" % (src, first[:80]))
+            self.ctl_line(a, "ban %s 600" % src)
+            t0 = time.monotonic()
+            k = 0
+            while True:
+                t = time.monotonic()
+                g = self.greeting_from(b.port, src)
+                t1 = time.monotonic()
+                k += 1
+                probe_us.append(1e6 * (t1 - t))
+                if g.startswith(b"* BYE"):
+                    lat.append(1000 * (t1 - t0))
+                    break
+                if not g.startswith(b"* OK"):
+                    raise HarnessError("fleet: B greeted %s with %r" % (src, g[:80]))
+                if t1 - t0 > FLEET_PROBE_LIMIT_S:
+                    misses += 1
+                    break
+            probes.append(k)
+        return lat, probes, probe_us, misses
+
+    def run_fleet(self):
+        self.setup = "fleet"
+        log("== fleet: imapgates sharing their guard through Redis (Dovecot %s setup)" % self.a.fleet_setup)
+        if not harness.can_bind(FLEET_NET % (0, 1)):
+            self.notes.append("fleet not run: cannot bind %s" % (FLEET_NET % (0, 1)))
+            return
+        try:
+            d, r, gates = self.start_fleet()
+            for name in FLEET_SIDES:
+                t = time.monotonic()
+                w = self.lg.run(gates[name].port, "webmail", 64, 300, sequential=True, max_cycles=len(self.users),
+                                users=len(self.users), user_fmt=USER_FMT, password_fmt=PASS_FMT)
+                log("  warm-up redis %-3s %d logins in %.1fs, %d failed" % (name, w["cycles"], time.monotonic() - t,
+                                                                           w["failed"]))
+            for rnd in range(self.a.rounds):
+                log(" round %d/%d" % (rnd + 1, self.a.rounds))
+                order = FLEET_SIDES if rnd % 2 == 0 else FLEET_SIDES[::-1]
+                for conns in self.a.fleet_conns:
+                    for name in order:
+                        g = gates[name]
+                        e0 = (self.redis_status(g) or {}).get("events_out") if name == "on" else None
+                        # CPU: this side's imapgate; on "on" also Redis and B (its subscriber).
+                        others = [r.proc.pid, gates["b"].pid()] if name == "on" else []
+                        c0 = [proc_cpu_s(pid) for pid in [g.pid()] + others]
+                        res = self.lg.run(g.port, "webmail", conns, self.a.seconds, users=len(self.users),
+                                          user_fmt=USER_FMT, password_fmt=PASS_FMT)
+                        c1 = [proc_cpu_s(pid) for pid in [g.pid()] + others]
+                        n = res["cycles"] or None
+                        per = [1000 * (b - a) / n if n else None for a, b in zip(c0, c1)]
+                        st = self.redis_status(g) if name == "on" else None
+                        out = st["events_out"] - e0 if st else None
+                        self.record(rnd, "fleet-webmail", conns, name, res, events_out=out,
+                                    dropped=st["dropped"] if st else None, gate_ms=per[0],
+                                    redis_ms=per[1] if others else None, b_ms=per[2] if others else None)
+                        log("  webmail  c=%-3d redis %-3s %8.1f cycles/s  login p50 %6.2f ms  p99 %6.2f ms  "
+                            "events published %s  CPU ms/cycle: imapgate %s, Redis %s, B %s  failed %d"
+                            % (conns, name, res["cycles_per_s"], res["login_p50_us"] / 1000,
+                               res["login_p99_us"] / 1000, "–" if out is None else out, fmt(per[0], 3),
+                               fmt(per[1] if others else None, 3), fmt(per[2] if others else None, 3),
+                               res["failed"]))
+            t = time.monotonic()
+            lat, probes, probe_us, misses = self.fleet_latency(gates["on"], gates["b"], self.a.fleet_samples)
+            sb = self.redis_status(gates["b"])
+            self.results.append(dict(setup="fleet", round=0, workload="fleet-latency", conns=1, target="a->b",
+                                     r={"failed": misses}, latency_ms=lat, probes=probes, probe_us=probe_us,
+                                     misses=misses, b_events_in=sb["events_in"], b_bad_in=sb["bad_in"]))
+            q = quantiles(lat)
+            log("  ban A→B  %d samples in %.1fs: p50 %s ms  p99 %s ms  max %s ms  (%d missed; %s probes per sample, "
+                "probe p50 %s µs)" % (len(lat), time.monotonic() - t, fmt(q[0], 2), fmt(q[1], 2), fmt(q[2], 2),
+                                      misses, fmt(med(probes), 0), fmt(med(probe_us), 0)))
+        finally:
+            self.stop_fleet()
+
+    def stop_fleet(self):
+        while self.fleet_procs:
+            name, p = self.fleet_procs.pop()
+            try:
+                if isinstance(p, Dovecot):
+                    self.note_dovecot_warnings(p, "fleet")
+                if isinstance(p, Redis):
+                    p.cleanup()
+                else:
+                    p.stop()
+            except TimeoutError:
+                if hasattr(p, "kill"):
+                    p.kill()
+                self.notes.append("%s did not stop in time" % name)
+
     def run(self):
         for setup in self.a.setups:
             wl = [w for w in self.a.workloads if w in SETUP_WORKLOADS.get(setup, self.a.workloads)]
@@ -874,6 +1067,8 @@ class Bench:
             self.run_tls()
         if "policy" in self.a.workloads:
             self.run_policy()
+        if "fleet" in self.a.workloads:
+            self.run_fleet()
 
 
 # --------------------------------------------------------------------------
@@ -1204,6 +1399,83 @@ def check_policy_targets(fig):
     return out
 
 
+def quantiles(values):
+    """(p50, p99, max) by nearest rank; Nones when there are no values."""
+    v = sorted(values)
+    if not v:
+        return None, None, None
+
+    def rank(p):
+        return v[max(0, min(len(v) - 1, -(-len(v) * p // 100) - 1))]
+
+    return rank(50), rank(99), v[-1]
+
+
+def summarize_fleet(results):
+    """The fleet tables: the webmail rate through imapgate with Redis off and on (ratio per
+    round), and the ban propagation A → B; and the figures for the targets."""
+    header = ["webmail through imapgate", "conns", "Redis off", "Redis on", "rounds off → on", "on / off (min–max)",
+              "LOGIN p50 / p99 ms off → on", "events published per cycle (on)",
+              "CPU ms per cycle: imapgate off → on", "Redis, B (on)", "failed"]
+    rows, fig = [], {}
+    xs = pick(results, workload="fleet-webmail")
+    for conns in sorted({x["conns"] for x in xs}):
+        cx = pick(xs, conns=conns)
+        off, on = pick(cx, target="off"), pick(cx, target="on")
+        rs = [ratio(x["r"]["cycles_per_s"], o["r"]["cycles_per_s"]) for x in on for o in pick(off, round=x["round"])]
+        rs = [r for r in rs if r is not None]
+        fig[("rate", conns)] = med(rs)
+        per = [x["events_out"] / x["r"]["cycles"] for x in on if x.get("events_out") is not None and x["r"]["cycles"]]
+
+        def m(side, key):
+            return fmt(med([ms(x["r"][key]) for x in side]), 2)
+
+        rows.append(["cycles/s", str(conns), "%s/s" % fmt(med([x["r"]["cycles_per_s"] for x in off])),
+                     "%s/s" % fmt(med([x["r"]["cycles_per_s"] for x in on])),
+                     " ".join("%s→%s" % (fmt(o["r"]["cycles_per_s"], 0), fmt(x["r"]["cycles_per_s"], 0))
+                              for x in on for o in pick(off, round=x["round"])),
+                     "%s (%s–%s)" % (fmt(med(rs), 2), fmt(min(rs), 2), fmt(max(rs), 2)) if rs else "–",
+                     "%s / %s → %s / %s" % (m(off, "login_p50_us"), m(off, "login_p99_us"), m(on, "login_p50_us"),
+                                            m(on, "login_p99_us")),
+                     "%s (%d dropped)" % (fmt(med(per), 2), max([x.get("dropped") or 0 for x in on] or [0])),
+                     "%s → %s" % (fmt(med([x.get("gate_ms") for x in off]), 3), fmt(med([x.get("gate_ms") for x in on]), 3)),
+                     "%s, %s" % (fmt(med([x.get("redis_ms") for x in on]), 3), fmt(med([x.get("b_ms") for x in on]), 3)),
+                     "%d of %d" % (sum(x["r"]["failed"] for x in cx), sum(x["r"]["cycles"] + x["r"]["failed"] for x in cx))])
+    lheader = ["ban on A, refused at B", "samples", "p50 ms", "p99 ms", "max ms", "missed (no BYE within %g s)"
+               % FLEET_PROBE_LIMIT_S, "probes per sample (median, max)", "probe p50 µs (resolution)",
+               "B: events in"]
+    lrows = []
+    for x in pick(results, workload="fleet-latency"):
+        p50, p99, mx = quantiles(x["latency_ms"])
+        fig["latency"] = (p50, p99, len(x["latency_ms"]), x["misses"])
+        lrows.append(["`ban ADDR 600` on A's control socket answered OK → B's first `* BYE` to a new connection",
+                      str(len(x["latency_ms"]) + x["misses"]), fmt(p50, 2), fmt(p99, 2), fmt(mx, 2),
+                      str(x["misses"]), "%s, %d" % (fmt(med(x["probes"]), 0), max(x["probes"] or [0])),
+                      fmt(med(x["probe_us"]), 0), str(x["b_events_in"])])
+    return header, rows, lheader, lrows, fig
+
+
+def check_fleet_targets(fig, conns):
+    out = []
+    lat = fig.get("latency")
+    if lat is None or lat[1] is None:
+        out.append(("fleet (issue 12): ban on A refused at B, p50 / p99", "not run",
+                    "≤ %d ms" % FLEET_LATENCY_GOAL_MS, "not run"))
+    else:
+        p50, p99, n, misses = lat
+        ok = p99 <= FLEET_LATENCY_GOAL_MS and misses == 0
+        out.append(("fleet (issue 12): ban on A refused at B, p50 / p99",
+                    "%s / %s ms (%d samples%s)" % (fmt(p50, 2), fmt(p99, 2), n,
+                                                  ", %d missed" % misses if misses else ""),
+                    "≤ %d ms" % FLEET_LATENCY_GOAL_MS, "pass" if ok else "miss"))
+    for c in conns:
+        v = fig.get(("rate", c))
+        out.append(("fleet (issue 12): webmail cycles/s through imapgate, Redis on / off, %d conn%s"
+                    % (c, "" if c == 1 else "s"), "%s×" % fmt(v, 2) if v is not None else "not run",
+                    "≥ %.2f×" % FLEET_RATE_GOAL, "not run" if v is None else ("pass" if v >= FLEET_RATE_GOAL else "miss")))
+    return out
+
+
 def md_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -1299,7 +1571,26 @@ def report(bench, args, elapsed, cpu):
                     "(/proc/PID/stat) over the run.", "",
                     md_table(sheader, srows), ""]
         tg = tg + check_policy_targets(pfig)
-    out += ["## Targets (issues 6, 10 and 11)", ""]
+    fheader, frows, lheader, lrows, ffig = summarize_fleet(bench.results)
+    if frows or lrows:
+        out += ["## Fleet (Redis) (issue 12)", "",
+                "Two imapgates, A and B, share their guard through a private redis-server (ACL user, "
+                "`guard_redis redis://USER:PW@127.0.0.1:PORT/0`, `guard_redis_node` a and b) in front of one "
+                "Dovecot (%s setup, %d users); a third imapgate without `guard_redis` is \"off\". The webmail "
+                "workload (the bench's usual imapgate config: guard on in memory, connection reuse) through "
+                "\"off\" and through A (\"on\"; B idle) in the same round, the order alternating; \"on / off\" "
+                "is the median of the per-round ratios; every LOGIN publishes a success event on Redis."
+                % (args.fleet_setup, args.users), ""]
+        if frows:
+            out += [md_table(fheader, frows), ""]
+        if lrows:
+            out += ["Propagation: each sample from a loopback address of its own (127.2.0.0/16). B greets it "
+                    "with `* OK`; the ban is made on A over its control socket; from the moment A answers OK, "
+                    "new connections from that address to B, one after the other, until B greets one with "
+                    "`* BYE`. Latency: A's OK read → that BYE read (B had the ban at most one probe earlier).", "",
+                    md_table(lheader, lrows), ""]
+    tg = tg + check_fleet_targets(ffig, args.fleet_conns)
+    out += ["## Targets (issues 6, 10, 11 and 12)", ""]
     out += [md_table(["target", "measured", "goal", "status"], [list(t) for t in tg]), ""]
     if errors or bench.notes:
         out += ["## Notes", ""]
@@ -1335,6 +1626,11 @@ def parse_args(argv):
     ap.add_argument("--policy-after-auth", default="no", choices=["no", "yes"],
                     help="Dovecot's auth_policy_check_after_auth in the policy workload (no: the README's "
                     "recommendation; yes: a third request per good login)")
+    ap.add_argument("--fleet-setup", default="tuned", choices=SETUPS,
+                    help="Dovecot setup of the fleet workload (tuned: the cheapest logins, so imapgate's share, "
+                    "Redis included, is largest)")
+    ap.add_argument("--fleet-conns", default="1,16", help="webmail concurrency levels of the fleet workload")
+    ap.add_argument("--fleet-samples", type=int, help="ban propagation samples of the fleet workload (200)")
     ap.add_argument("--users", type=int, default=1000, help="generated users (1000)")
     ap.add_argument("--idle-sessions", type=int, help="IDLE sessions (5000)")
     ap.add_argument("--idle-setups", default="reuse", help="setups to run idle in (reuse: stock would need an "
@@ -1344,8 +1640,8 @@ def parse_args(argv):
     ap.add_argument("--json", help="write every raw loadgen result here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) for a look")
     a = ap.parse_args(argv)
-    defaults = dict(rounds=1, seconds=1.5, idle_sessions=1000, bursts=2) if a.quick else \
-        dict(rounds=3, seconds=5.0, idle_sessions=5000, bursts=3)
+    defaults = dict(rounds=1, seconds=1.5, idle_sessions=1000, bursts=2, fleet_samples=50) if a.quick else \
+        dict(rounds=3, seconds=5.0, idle_sessions=5000, bursts=3, fleet_samples=200)
     full = not a.quick
     for k, v in defaults.items():
         if getattr(a, k) is None:
@@ -1362,14 +1658,17 @@ def parse_args(argv):
         setattr(a, k, items)
     a.conns = [int(c) for c in a.conns.split(",")]
     a.tls_conns = [int(c) for c in a.tls_conns.split(",")]
+    a.fleet_conns = [int(c) for c in a.fleet_conns.split(",")]
+    if a.fleet_conns != [1, 16] or a.fleet_setup != "tuned":
+        full = False
     if a.conns != [1, 16, 64] or a.tls_conns != [1, 4] or a.users != 1000 or a.policy_setup != "tuned" or a.policy_after_auth != "no":
         full = False
     if "direct" not in a.targets:
         a.targets.insert(0, "direct")  # every ratio needs it
     if not (1 <= a.rounds <= 20 and 0.2 <= a.seconds <= 120 and 1 <= a.users <= 10000
-            and 1 <= a.idle_sessions <= 20000 and 1 <= a.bursts <= 100):
+            and 1 <= a.idle_sessions <= 20000 and 1 <= a.bursts <= 100 and 1 <= a.fleet_samples <= 10000):
         ap.error("out of range: rounds 1..20, seconds 0.2..120, users 1..10000, idle sessions 1..20000, "
-                 "bursts 1..100")
+                 "bursts 1..100, fleet samples 1..10000")
     a.full = full
     if a.out is None and full:
         a.out = str(REPO / "bench" / "RESULTS.md")

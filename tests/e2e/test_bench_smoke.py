@@ -2,8 +2,9 @@
 The benchmark's load generator (bench/loadgen.c) in a few seconds, so it
 cannot rot: it builds warning-free, and each mode completes against Dovecot
 and through imapgate with every reply checked. Asserts on its JSON line. The
-benchmark itself (make bench) is not a test, except its policy workload in
-its quickest form (bench/run.py --workloads policy, about 15 s).
+benchmark itself (make bench) is not a test, except its policy and fleet
+workloads in their quickest form (bench/run.py --workloads policy, about 15 s;
+--workloads fleet, about 6 s).
 """
 
 import json
@@ -16,8 +17,8 @@ import tempfile
 
 import pytest
 
-from harness import (REPO, build_dir, can_bind, free_port, make_message, postfix_unavailable, register_secret,
-                     sanitized_build, wait_for, wait_listening)
+from harness import (REPO, build_dir, can_bind, free_port, make_message, postfix_unavailable, redis_unavailable,
+                     register_secret, sanitized_build, wait_for, wait_listening)
 from tls_util import Certs, tls_dovecot, tls_gate
 
 LOADGEN_SRC = REPO / "bench" / "loadgen.c"
@@ -247,3 +248,33 @@ def test_policy_workload_quickest(tmp_path):
         assert what in report, report
     rows = [ln for ln in report.splitlines() if ln.startswith("| policy server on / off (issue 11)")]
     assert len(rows) == 3 and sum("not run" in ln for ln in rows) == 3 - len(figures), rows
+
+
+@pytest.mark.skipif(redis_unavailable() is not None, reason=str(redis_unavailable()))
+@pytest.mark.skipif(not can_bind("127.2.0.1"), reason="needs 127.0.0.0/8 source addresses")
+def test_fleet_workload_quickest(tmp_path):
+    """bench/run.py's fleet workload (issue 12) at its shortest: a Redis, imapgates A and B
+    sharing it and one without, half a second of webmail per side, 20 ban samples A → B;
+    the report has both tables and the two kinds of target rows."""
+    out, raw = tmp_path / "fleet.md", tmp_path / "fleet.json"
+    p = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "run.py"), "--build", str(build_dir()),
+                        "--workloads", "fleet", "--rounds", "1", "--seconds", "0.5", "--users", "20",
+                        "--fleet-samples", "20", "--out", str(out), "--json", str(raw)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    text = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, text[-3000:]
+    results = json.loads(raw.read_text())
+    for conns in (1, 16):
+        for side in ("off", "on"):
+            (x,) = [x for x in results if x["workload"] == "fleet-webmail" and x["conns"] == conns
+                    and x["target"] == side]
+            assert x["r"]["cycles"] > 0 and x["r"]["failed"] == 0, x
+            if side == "on":  # every LOGIN went out on Redis as a success event
+                assert x["events_out"] >= x["r"]["logins"] and x["dropped"] == 0, x
+    (lat,) = [x for x in results if x["workload"] == "fleet-latency"]
+    assert lat["misses"] == 0 and len(lat["latency_ms"]) == 20, lat
+    assert all(0 < v < 2000 for v in lat["latency_ms"]) and min(lat["probes"]) >= 1, lat
+    report = out.read_text()
+    assert "## Fleet (Redis) (issue 12)" in report, report
+    rows = [ln for ln in report.splitlines() if ln.startswith("| fleet (issue 12)")]
+    assert len(rows) == 3 and not any("not run" in ln for ln in rows), rows

@@ -879,11 +879,14 @@ class Bench:
         r = Redis(password="bench-" + secrets.token_hex(8), tmpdir=self.dir / "redis")
         self.fleet_procs.append(("redis", r))
         r.start(timeout=20)
-        gates = {"off": self.new_gate("gate-fleet-off", backend_port=d.port)}
+        # The load comes from 127.0.0.1: out of guard_ignore here, so its
+        # logins are what a real client's are (counted, trusted, shared).
+        fleet_ignore = "192.0.2.255/32"
+        gates = {"off": self.new_gate("gate-fleet-off", backend_port=d.port, guard_ignore=fleet_ignore)}
         self.fleet_procs.append(("imapgate off", gates["off"]))
         for name, node in (("on", "a"), ("b", "b")):
             gates[name] = self.new_gate("gate-fleet-" + node, backend_port=d.port, guard_redis=r.url(),
-                                        guard_redis_node=node)
+                                        guard_redis_node=node, guard_ignore=fleet_ignore)
             self.fleet_procs.append(("imapgate " + node, gates[name]))
         for name in ("on", "b"):
             deadline = time.monotonic() + 20

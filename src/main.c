@@ -30,6 +30,7 @@
 #include "listener.h"
 #include "log.h"
 #include "banfilter.h"
+#include "firewall.h"
 #include "pool.h"
 #include "preflight.h"
 #include "metrics.h"
@@ -309,6 +310,8 @@ static void reload_config(void)
 		log_warn("event=reload warning=\"listen addresses change only on restart\"");
 	if (!same_str(ncfg->guard_db, srv.cfg->guard_db) || ncfg->guard != srv.cfg->guard)
 		log_warn("event=reload warning=\"guard and guard_db change only on restart\"");
+	if (ncfg->guard_firewall != srv.cfg->guard_firewall)
+		log_warn("event=reload warning=\"guard_firewall changes only on restart\"");
 	if (!same_str(ncfg->control_socket, srv.cfg->control_socket))
 		log_warn("event=reload warning=\"control_socket changes only on restart\"");
 	if (!same_str(ncfg->proc_username, srv.cfg->proc_username) ||
@@ -348,6 +351,7 @@ static void reload_config(void)
 			log_warn("event=reload warning=\"protocol_log_filename: %s\"", err);
 	}
 	guard_service_reload();
+	firewall_reload();
 	warn_unsupported(srv.cfg);
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
@@ -637,10 +641,15 @@ int main(int argc, char **argv)
 			log_warn("event=start warning=\"protocol_log_filename: %s\"", err);
 	}
 	/* The kernel drop of banned addresses may need CAP_NET_ADMIN to
-	 * attach its filter: a small child keeps that one (banfilter.c). */
-	if (geteuid() == 0 && run_uid != 0 && srv.cfg->guard && srv.cfg->guard_drop_after > 0 &&
-	    banfilter_helper_start() == -1)
-		log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
+	 * attach its filter, and the nftables sets need it: a small child
+	 * keeps that one (banfilter.c, firewall.c). */
+	if (geteuid() == 0 && run_uid != 0 && srv.cfg->guard &&
+	    (srv.cfg->guard_drop_after > 0 || srv.cfg->guard_firewall == FIREWALL_NFTABLES)) {
+		int fw_fd = srv.cfg->guard_firewall == FIREWALL_NFTABLES ? firewall_prepare() : -1;
+
+		if (banfilter_helper_start(fw_fd) == -1)
+			log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
+	}
 	drop_privileges(srv.cfg, run_uid, run_gid);
 	if (guard_service_init() == -1)
 		fatal("event=start error=\"cannot create the guard\"");

@@ -102,6 +102,10 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "Auth policy allow requests answered with a delay (the user's slow-down)."),
 	C(STAT_POLICY_BAD_REQUESTS_TOTAL, "policy_bad_requests_total",
 	  "Auth policy requests refused with a 4xx or 5xx status (bad HTTP, JSON, key, address)."),
+	C(STAT_FIREWALL_UPDATES_TOTAL, "firewall_updates_total",
+	  "nftables transactions applied to the ban sets (rebuilds and batched changes)."),
+	C(STAT_FIREWALL_ERRORS_TOTAL, "firewall_errors_total",
+	  "nftables transactions or helper requests that failed (each followed by a rebuild)."),
 };
 
 #undef L

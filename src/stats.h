@@ -86,6 +86,9 @@ enum stat_id {
 	STAT_POLICY_REFUSED_TOTAL,
 	STAT_POLICY_DELAYED_TOTAL,
 	STAT_POLICY_BAD_REQUESTS_TOTAL,
+	/* nftables transactions run by the helper (firewall.c) */
+	STAT_FIREWALL_UPDATES_TOTAL,
+	STAT_FIREWALL_ERRORS_TOTAL,
 	STAT_COUNT
 };
 

@@ -862,7 +862,8 @@ static void send_batch(void)
 	fw.in_flight = true;
 	fw.in_flight_full = full;
 	fw.in_flight_n = count;
-	fw.sent_at = fw.last_send = loop_now(srv.loop);
+	fw.sent_at = mono_ms();
+	fw.last_send = loop_now(srv.loop);
 	flush_out();
 }
 
@@ -905,10 +906,10 @@ static void got_reply(const uint8_t *msg, size_t len)
 		if (fw.in_flight_full) {
 			fw.failed_full = false;
 			log_info("event=firewall_sync elements=%zu ms=%llu nft_ms=%u", fw.in_flight_n,
-			         (unsigned long long)(loop_now(srv.loop) - fw.sent_at), r.nft_ms);
+			         (unsigned long long)(mono_ms() - fw.sent_at), r.nft_ms);
 		} else {
 			log_debug("event=firewall_update elements=%zu ms=%llu", fw.in_flight_n,
-			          (unsigned long long)(loop_now(srv.loop) - fw.sent_at));
+			          (unsigned long long)(mono_ms() - fw.sent_at));
 		}
 	} else {
 		char msgtxt[1200];

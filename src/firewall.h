@@ -32,7 +32,10 @@
 #define FIREWALL_TABLE "inet imapgate"
 #define FIREWALL_CHAIN "drop_banned"
 #define FIREWALL_BATCH_MS 100
-#define FIREWALL_ELEMS_PER_LINE 1000 /* elements per `add element` statement */
+/* Elements per `add element` statement: nft 1.0.6 checks each statement of
+ * an interval set against all before it, so 100 lines of 1,000 cost twice
+ * as much as 10 of 10,000 (3.5 s against 1.5 s for 100,000). */
+#define FIREWALL_ELEMS_PER_LINE 10000
 
 struct guard;
 

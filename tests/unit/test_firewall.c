@@ -115,7 +115,7 @@ static void test_sync_script(void **state)
 static void test_sync_lines(void **state)
 {
 	struct firewall_rules r = { false, 1, { 143 } };
-	size_t n = 2500, len;
+	size_t n = 2 * FIREWALL_ELEMS_PER_LINE + 500, len;
 	struct firewall_elem *e = calloc(n + 1, sizeof(*e));
 	char *s;
 

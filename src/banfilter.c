@@ -249,12 +249,12 @@ int banfilter_helper_start(int fw_fd)
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
-		return -1;
+		goto fail;
 	pid = fork();
 	if (pid == -1) {
 		close(sv[0]);
 		close(sv[1]);
-		return -1;
+		goto fail;
 	}
 	if (pid == 0) {
 		close(sv[0]);
@@ -271,6 +271,10 @@ int banfilter_helper_start(int fw_fd)
 	 * exited, no copy of its listeners holds the ports. */
 	atexit(banfilter_helper_stop);
 	return 0;
+fail:
+	if (fw_fd != -1)
+		close(fw_fd); /* the firewall sees the helper gone */
+	return -1;
 }
 
 void banfilter_helper_stop(void)

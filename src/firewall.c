@@ -141,6 +141,8 @@ size_t firewall_cover(struct firewall_elem *e, size_t n)
 {
 	size_t kept = 0;
 
+	if (n == 0)
+		return 0;
 	qsort(e, n, sizeof(e[0]), elem_cmp);
 	/* Sorted by address, then shorter prefix first: a container comes
 	 * before what it holds, and prefixes nest or are disjoint, so the
@@ -836,7 +838,8 @@ static void send_batch(void)
 				}
 			}
 	} else {
-		qsort(fw.dirty, fw.ndirty, sizeof(fw.dirty[0]), cidr_cmp);
+		if (fw.ndirty)
+			qsort(fw.dirty, fw.ndirty, sizeof(fw.dirty[0]), cidr_cmp);
 		for (size_t i = 0; i < fw.ndirty; i++) {
 			if (i && cidr_cmp(&fw.dirty[i - 1], &fw.dirty[i]) == 0)
 				continue; /* one element once a statement */

@@ -132,9 +132,14 @@ class NsGate(Imapgate):
 def gates():
     made = []
     yield made
+    problems = []
     for g in made:
-        g.stop() if g.running() else None
+        if g.running() and g.stop() != 0:
+            problems.append("imapgate exited %s" % g.returncode)
+        if g.sanitizer_report():
+            problems.append(g.sanitizer_report())
         g.cleanup()
+    assert not problems, problems
 
 
 def make(gates, ns, **config):

@@ -389,7 +389,7 @@ static bool wire_to_elem(const struct wire_elem *w, struct firewall_elem *e)
 {
 	unsigned max = w->family == 4 ? 32 : 128;
 
-	if ((w->family != 4 && w->family != 6) || w->prefix > max || w->prefix == 0 || w->timeout > 10 * 31536000u)
+	if ((w->family != 4 && w->family != 6) || w->prefix > max || w->prefix == 0 || w->timeout > FIREWALL_TIMEOUT_MAX)
 		return false;
 	memset(e, 0, sizeof(*e));
 	e->key.family = w->family == 4 ? AF_INET : AF_INET6;
@@ -805,7 +805,7 @@ static void send_elem(const struct cidr *c, uint32_t timeout, uint8_t *buf, size
 
 static uint32_t left(uint64_t expiry, uint64_t now)
 {
-	return expiry > now ? (uint32_t)(expiry - now > 0xffffffffu ? 0xffffffffu : expiry - now) : 0;
+	return expiry > now ? (uint32_t)(expiry - now > FIREWALL_TIMEOUT_MAX ? FIREWALL_TIMEOUT_MAX : expiry - now) : 0;
 }
 
 /* One batch to the helper: everything (full) or the dirty prefixes. */

@@ -32,6 +32,9 @@
 #define FIREWALL_TABLE "inet imapgate"
 #define FIREWALL_CHAIN "drop_banned"
 #define FIREWALL_BATCH_MS 100
+/* Longest element timeout sent (the guard's longest ban; nft 1.0.6 says
+ * "value too large" from 100,000,000 s on). */
+#define FIREWALL_TIMEOUT_MAX 31536000u
 /* Elements per `add element` statement: nft 1.0.6 checks each statement of
  * an interval set against all before it, so 100 lines of 1,000 cost twice
  * as much as 10 of 10,000 (3.5 s against 1.5 s for 100,000). */
@@ -115,7 +118,8 @@ void firewall_ban(const struct cidr *c, uint64_t expiry);
 void firewall_unban(const struct cidr *c);
 /* Reload: a change of ports or setonly rebuilds the table. */
 void firewall_reload(void);
-/* Elements the daemon believes are in the sets; "off", "ok", "error" state. */
+/* Bans the sets hold (nested ones included), and the last state: "off",
+ * "starting", "ok", "error", "helper gone". */
 size_t firewall_count(void);
 const char *firewall_state(void);
 

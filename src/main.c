@@ -411,6 +411,7 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_printf(out, ",\"guard\":");
 		sb_json_str(out, guard_service_describe());
 		sb_printf(out, ",\"policy_port\":%u,\"policy_connections\":%zu", policy_port(), policy_connections());
+		sb_printf(out, ",\"firewall\":\"%s\",\"firewall_bans\":%zu", firewall_state(), firewall_count());
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
@@ -419,6 +420,8 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 	          guard_service_describe());
 	if (srv.cfg->n_policy_listen)
 		sb_printf(out, "policy port %u, %zu connection(s)\n", policy_port(), policy_connections());
+	if (srv.cfg->guard_firewall == FIREWALL_NFTABLES)
+		sb_printf(out, "firewall nftables %s, %zu ban(s) in the sets\n", firewall_state(), firewall_count());
 	{
 		struct buf b;
 

@@ -158,8 +158,9 @@ def sync_line(g, since=0, timeout=10.0):
 
 def test_ban_drops_the_syn_in_the_kernel_and_unban_lifts_it(netns, gates):
     g = make(gates, netns).start()
-    assert sync_line(g) [0] == 0
+    assert sync_line(g)[0] == 0
     assert set_elems(netns) == {}
+    assert "firewall nftables ok, 0 ban(s) in the sets" in ctl(g, "status")[1]
     assert probe(netns, "127.0.0.5", g.port) == "connected"
 
     rc, out, err = ctl(g, "ban", "127.0.0.5", "600")

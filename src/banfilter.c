@@ -10,6 +10,7 @@
 #include "banfilter.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "firewall.h"
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
@@ -170,7 +172,7 @@ static int keep_net_admin_only(void)
 	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
-static void helper_main(int fd)
+static void helper_main(int fd, int fw_fd)
 {
 	int lfds[64];
 	size_t nl = listener_filter_fds(lfds, 64);
@@ -183,13 +185,15 @@ static void helper_main(int fd)
 	/* Nothing but the listeners and the request socket stays open: close
 	 * the ranges between them (kept descriptors in ascending order). */
 	{
-		int keep[65];
+		int keep[66];
 		size_t nk = 0;
 		unsigned from = 3;
 
 		for (size_t i = 0; i < nl; i++)
 			keep[nk++] = lfds[i];
 		keep[nk++] = fd;
+		if (fw_fd != -1)
+			keep[nk++] = fw_fd;
 		for (size_t i = 1; i < nk; i++)
 			for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
 				int t = keep[j];
@@ -209,10 +213,23 @@ static void helper_main(int fd)
 	for (;;) {
 		/* One request: a byte (never 0 bytes: that is EOF), then the keys. */
 		static uint8_t msg[1 + sizeof(keys)];
-		ssize_t r = recv(fd, msg, sizeof(msg), 0);
+		struct pollfd pf[2] = { { fd, POLLIN, 0 }, { fw_fd, POLLIN, 0 } };
+		ssize_t r;
 		size_t n;
 		bool ok = true;
 
+		/* The firewall's requests come on a socket of their own, so a
+		 * long rebuild never fills the filter's. */
+		if (poll(pf, fw_fd == -1 ? 1 : 2, -1) == -1)
+			continue;
+		if (fw_fd != -1 && pf[1].revents) {
+			if (firewall_helper_serve(fw_fd) == -1)
+				_exit(0);
+			continue;
+		}
+		if (!pf[0].revents)
+			continue;
+		r = recv(fd, msg, sizeof(msg), 0);
 		if (r <= 0 && !(r == -1 && errno == EINTR))
 			_exit(0);
 		if (r < 1 || (size_t)(r - 1) % sizeof(keys[0]) != 0 || (size_t)(r - 1) > BANFILTER_MAX * sizeof(keys[0]))
@@ -226,31 +243,38 @@ static void helper_main(int fd)
 	}
 }
 
-int banfilter_helper_start(void)
+int banfilter_helper_start(int fw_fd)
 {
 	int sv[2];
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
-		return -1;
+		goto fail;
 	pid = fork();
 	if (pid == -1) {
 		close(sv[0]);
 		close(sv[1]);
-		return -1;
+		goto fail;
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		helper_main(sv[1]);
+		firewall_helper_close_daemon_end();
+		helper_main(sv[1], fw_fd);
 		_exit(0);
 	}
 	close(sv[1]);
+	if (fw_fd != -1)
+		close(fw_fd);
 	helper_fd = sv[0];
 	helper_pid = pid;
 	/* Any exit, fatal() too, waits for the helper: once imapgate has
 	 * exited, no copy of its listeners holds the ports. */
 	atexit(banfilter_helper_stop);
 	return 0;
+fail:
+	if (fw_fd != -1)
+		close(fw_fd); /* the firewall sees the helper gone */
+	return -1;
 }
 
 void banfilter_helper_stop(void)

@@ -43,8 +43,10 @@ bool banfilter_refused(const struct sockaddr *sa, unsigned drop_after);
 /* Bans changed (unban, expiry, reload): forget the set, detach. */
 void banfilter_clear(void);
 /* As root, before dropping privileges: fork the child that attaches the
- * filter (see banfilter.c). Returns 0 or -1. */
-int banfilter_helper_start(void);
+ * filter (see banfilter.c) and, when fw_fd is not -1, serves the
+ * firewall's requests on it (firewall_prepare; the helper takes it over,
+ * closed here). Returns 0 or -1. */
+int banfilter_helper_start(int fw_fd);
 /* Shutdown: let the helper go (it holds copies of the listeners). */
 void banfilter_helper_stop(void);
 /* Addresses in the kernel set. */

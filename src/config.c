@@ -646,6 +646,10 @@ static void check_fleet(struct parser *p)
 	}
 	if (strlen(c->guard_redis_prefix) > 64)
 		perr(p, seen(p, "guard_redis_prefix"), "guard_redis_prefix", "at most 64 characters");
+	if (!c->guard && c->guard_firewall == FIREWALL_NFTABLES)
+		perr(p, seen(p, "guard_firewall"), "guard_firewall", "needs the guard (guard no is set)");
+	if (!c->guard && c->guard_redis)
+		perr(p, seen(p, "guard_redis"), "guard_redis", "needs the guard (guard no is set)");
 	if (c->guard_firewall_setonly && c->guard_firewall == FIREWALL_NONE)
 		perr(p, seen(p, "guard_firewall_setonly"), "guard_firewall_setonly", "needs guard_firewall nftables");
 	if (c->n_guard_firewall_ports && c->guard_firewall == FIREWALL_NONE)

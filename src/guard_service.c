@@ -17,6 +17,7 @@
 
 #include "banfilter.h"
 #include "control.h"
+#include "firewall.h"
 #include "guard_service.h"
 #include "guard_share.h"
 #include "log.h"
@@ -106,10 +107,12 @@ static void guard_sink(void *ctx, const struct guard_event *ev)
 			log_notice("%s", held_line);
 			held_line[0] = '\0';
 		}
+		firewall_ban(&ev->key, ev->ban.expiry);
 		break;
 	case GUARD_EV_UNBAN:
 		log_notice("event=unban prefix=%s reason=%s", prefix, ev->expired ? "expired" : "manual");
 		banfilter_clear(); /* rebuilt from the refusals that follow */
+		firewall_unban(&ev->key);
 		break;
 	case GUARD_EV_FORGET:
 		log_info("event=forget prefix=%s", prefix);
@@ -385,6 +388,8 @@ int guard_service_init(void)
 		}
 	}
 	guard_set_sink(guard, guard_sink, NULL);
+	if (cfg->guard)
+		firewall_sync(guard);
 	update_ban_gauge();
 	if (cfg->guard) {
 		char err[256];

@@ -43,6 +43,28 @@ size_t listener_filter_fds(int *fds, size_t max)
 	return n;
 }
 
+size_t listener_ports(uint16_t *ports, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_listeners; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		uint16_t port;
+		bool seen = false;
+
+		if (listeners[i].io.fd == -1 || getsockname(listeners[i].io.fd, (struct sockaddr *)&ss, &sl) == -1)
+			continue;
+		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+		                                      : ((struct sockaddr_in *)&ss)->sin_port);
+		for (size_t k = 0; k < n; k++)
+			seen = seen || ports[k] == port;
+		if (!seen && n < max)
+			ports[n++] = port;
+	}
+	return n;
+}
+
 void listener_note_filter(bool on)
 {
 	filtered = on;

@@ -20,6 +20,8 @@ void listener_close_all(void);
 /* The listening sockets a ban filter applies to (those without PROXY
  * headers): up to max descriptors into fds; returns how many. */
 size_t listener_filter_fds(int *fds, size_t max);
+/* The distinct TCP ports listened on, at most max. */
+size_t listener_ports(uint16_t *ports, size_t max);
 /* A filter is (or is no longer) attached: accepted sockets shed it. */
 void listener_note_filter(bool on);
 /* True when cfg's listen entries differ from those bound. */

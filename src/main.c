@@ -31,6 +31,7 @@
 #include "listener.h"
 #include "log.h"
 #include "banfilter.h"
+#include "firewall.h"
 #include "pool.h"
 #include "preflight.h"
 #include "metrics.h"
@@ -310,6 +311,8 @@ static void reload_config(void)
 		log_warn("event=reload warning=\"listen addresses change only on restart\"");
 	if (!same_str(ncfg->guard_db, srv.cfg->guard_db) || ncfg->guard != srv.cfg->guard)
 		log_warn("event=reload warning=\"guard and guard_db change only on restart\"");
+	if (ncfg->guard_firewall != srv.cfg->guard_firewall)
+		log_warn("event=reload warning=\"guard_firewall changes only on restart\"");
 	if (!same_str(ncfg->control_socket, srv.cfg->control_socket))
 		log_warn("event=reload warning=\"control_socket changes only on restart\"");
 	if (!same_str(ncfg->proc_username, srv.cfg->proc_username) ||
@@ -349,6 +352,7 @@ static void reload_config(void)
 			log_warn("event=reload warning=\"protocol_log_filename: %s\"", err);
 	}
 	guard_service_reload();
+	firewall_reload();
 	warn_unsupported(srv.cfg);
 	log_info("event=reload status=ok file=%s", srv.cfg->path);
 }
@@ -409,6 +413,7 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 		sb_json_str(out, guard_service_describe());
 		sb_printf(out, ",\"policy_port\":%u,\"policy_connections\":%zu", policy_port(), policy_connections());
 		guard_share_status(out, true);
+		sb_printf(out, ",\"firewall\":\"%s\",\"firewall_bans\":%zu", firewall_state(), firewall_count());
 		sb_printf(out, ",\"shutting_down\":%s}\n", srv.shutting_down ? "true" : "false");
 		return NULL;
 	}
@@ -418,6 +423,8 @@ static const char *ctl_status(int argc, char **argv, bool json, struct strbuf *o
 	if (srv.cfg->n_policy_listen)
 		sb_printf(out, "policy port %u, %zu connection(s)\n", policy_port(), policy_connections());
 	guard_share_status(out, false);
+	if (srv.cfg->guard_firewall == FIREWALL_NFTABLES)
+		sb_printf(out, "firewall nftables %s, %zu ban(s) in the sets\n", firewall_state(), firewall_count());
 	{
 		struct buf b;
 
@@ -640,10 +647,15 @@ int main(int argc, char **argv)
 			log_warn("event=start warning=\"protocol_log_filename: %s\"", err);
 	}
 	/* The kernel drop of banned addresses may need CAP_NET_ADMIN to
-	 * attach its filter: a small child keeps that one (banfilter.c). */
-	if (geteuid() == 0 && run_uid != 0 && srv.cfg->guard && srv.cfg->guard_drop_after > 0 &&
-	    banfilter_helper_start() == -1)
-		log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
+	 * attach its filter, and the nftables sets need it: a small child
+	 * keeps that one (banfilter.c, firewall.c). */
+	if (geteuid() == 0 && run_uid != 0 && srv.cfg->guard &&
+	    (srv.cfg->guard_drop_after > 0 || srv.cfg->guard_firewall == FIREWALL_NFTABLES)) {
+		int fw_fd = srv.cfg->guard_firewall == FIREWALL_NFTABLES ? firewall_prepare() : -1;
+
+		if (banfilter_helper_start(fw_fd) == -1)
+			log_warn("event=ban_filter_error error=\"cannot start the helper: %s\"", strerror(errno));
+	}
 	drop_privileges(srv.cfg, run_uid, run_gid);
 	if (guard_service_init() == -1)
 		fatal("event=start error=\"cannot create the guard\"");

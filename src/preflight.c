@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "file.h"
+#include "firewall.h"
 #include "store_sqlite.h"
 
 struct pf {
@@ -262,6 +263,8 @@ unsigned preflight_run(const struct config *cfg, bool starting, uid_t *uid, gid_
 		say(&pf, PREFLIGHT_ERROR, "guard_db %s: %s; or set guard_db none to keep bans in memory only%s%s%s",
 		    cfg->guard_db, err, in_chroot ? " (paths inside chroot_directory " : "",
 		    in_chroot ? cfg->chroot_directory : "", in_chroot ? ")" : "");
+	if (firewall_check(cfg, err, sizeof(err)) == -1)
+		say(&pf, PREFLIGHT_ERROR, "%s", err);
 	/* Opened before the privileges go, by the user starting us. */
 	if (cfg->stat_filename && file_check(cfg->stat_filename, *uid, "stat file ", err, sizeof(err)) == -1)
 		say(&pf, PREFLIGHT_ERROR, "stat_filename: %s", err);

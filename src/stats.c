@@ -110,6 +110,10 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "Commands dropped from the full queue while Redis was down (the oldest first)."),
 	C(STAT_REDIS_RECONNECTS_TOTAL, "redis_reconnects_total",
 	  "Connection attempts to Redis after a failure or a lost link."),
+	C(STAT_FIREWALL_UPDATES_TOTAL, "firewall_updates_total",
+	  "nftables transactions applied to the ban sets (rebuilds and batched changes)."),
+	C(STAT_FIREWALL_ERRORS_TOTAL, "firewall_errors_total",
+	  "nftables transactions or helper requests that failed (each followed by a rebuild)."),
 };
 
 #undef L

@@ -392,3 +392,18 @@ def test_check_refuses_a_firewall_it_cannot_have():
         assert p.returncode == 0, p.stderr
     finally:
         g.cleanup()
+
+
+def test_a_peer_ban_from_redis_reaches_the_firewall(netns, gates, make_redis):
+    # Redis on a Unix socket: the namespace has its own loopback, not the
+    # file system's.
+    r = make_redis(unix=True, extra_conf="unixsocketperm 777\n")
+    os.chmod(r.dir, 0o755)
+    g = make(gates, netns, guard_redis=r.unix_url(), guard_redis_node="fw").start()
+    wait_for(lambda: json.loads(ctl(g, "status", "--json")[1]).get("redis", {}).get("up"), 10,
+             what="imapgate in the namespace connected to Redis")
+    now = int(time.time())
+    r.cli("PUBLISH", "imapgate:events", "ig1 B peer %d 127.0.0.9/32 %d %d 1 auto auth_failed" % (now, now, now + 300))
+    wait_for(lambda: "127.0.0.9" in (set_elems(netns) or {}), 5.0, what="the peer's ban in ban4")
+    assert 290 <= set_elems(netns)["127.0.0.9"] <= 300
+    assert probe(netns, "127.0.0.9", g.port) == "timeout"

@@ -233,6 +233,7 @@ static struct qcmd *q_at(size_t i)
 static void q_set_gauge(void)
 {
 	R.st.queued = R.q_len;
+	STATS_SET(STAT_REDIS_EVENTS_QUEUED, R.q_len);
 }
 
 /* Take the oldest entry out (caller frees cmd). */

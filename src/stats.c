@@ -114,6 +114,8 @@ static const struct stat_def defs[STAT_COUNT] = {
 	  "nftables transactions applied to the ban sets (rebuilds and batched changes)."),
 	C(STAT_FIREWALL_ERRORS_TOTAL, "firewall_errors_total",
 	  "nftables transactions or helper requests that failed (each followed by a rebuild)."),
+	G(STAT_REDIS_EVENTS_QUEUED, "redis_events_queued", -1,
+	  "Commands waiting for the Redis link to come back (bounded; the oldest dropped first)."),
 };
 
 #undef L

@@ -95,6 +95,7 @@ enum stat_id {
 	/* nftables transactions run by the helper (firewall.c) */
 	STAT_FIREWALL_UPDATES_TOTAL,
 	STAT_FIREWALL_ERRORS_TOTAL,
+	STAT_REDIS_EVENTS_QUEUED,
 	STAT_COUNT
 };
 

@@ -541,7 +541,8 @@ static void test_text_format(void **state)
 	assert_non_null(strstr(text, "\nclient_connections_evicted_total 0\nguard_failures_imap_total 0\n"));
 	assert_non_null(strstr(text, "\npolicy_bad_requests_total 0\nredis_up 0\nredis_events_sent_total 0\n"));
 	assert_non_null(strstr(text, "\nredis_reconnects_total 0\nfirewall_updates_total 0\n"));
-	assert_string_equal(strstr(text, "\nfirewall_errors_total 0\n"), "\nfirewall_errors_total 0\n");
+	assert_string_equal(strstr(text, "\nfirewall_errors_total 0\nredis_events_queued 0\n"),
+	                    "\nfirewall_errors_total 0\nredis_events_queued 0\n");
 	for (const char *q = text; *q; q++)
 		lines += *q == '\n';
 	assert_int_equal(lines, 3 + STAT_COUNT);

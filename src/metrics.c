@@ -48,9 +48,7 @@ struct mclient {
 static struct {
 	struct loop *loop;
 	char *spec;
-	struct loop_io lio[METRICS_MAX_SOCKETS];
-	size_t n_lio;
-	struct loop_timer pause;
+	struct tcp_listeners lis;
 	struct mclient cl[METRICS_MAX_CLIENTS];
 	unsigned timeout_ms;
 } M;
@@ -237,47 +235,21 @@ static void busy(int fd)
 	                          "Content-Length: 0\r\n"
 	                          "Connection: close\r\n\r\n";
 
-	/* Best effort on a fresh socket: its send buffer is empty. */
-	(void)send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-	close(fd);
+	tcp_answer_close(fd, msg, sizeof(msg) - 1);
 }
 
 /* ------------------------------------------------------------------ */
 /* Listening sockets                                                    */
-
-static void listeners_want(unsigned want)
-{
-	for (size_t i = 0; i < M.n_lio; i++)
-		(void)loop_io_set(M.loop, &M.lio[i], want);
-}
-
-static void pause_end(struct loop_timer *t)
-{
-	(void)t;
-	listeners_want(LOOP_READ);
-}
 
 static void accept_io(struct loop_io *io, unsigned ev)
 {
 	(void)ev;
 	for (int n = 0; n < METRICS_MAX_CLIENTS; n++) {
 		struct mclient *cl = NULL;
-		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = tcp_listeners_accept(&M.lis, io, NULL);
 
-		if (fd == -1) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EMFILE || errno == ENFILE) {
-				/* The backlog would wake us forever: stop looking
-				 * for a moment. */
-				log_warn("event=metrics_accept_error reason=out_of_descriptors");
-				listeners_want(0);
-				loop_timer_start(M.loop, &M.pause, METRICS_PAUSE_MS);
-			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				log_warn("event=metrics_accept_error error=\"%s\"", strerror(errno));
-			}
+		if (fd == -1)
 			return;
-		}
 		for (size_t i = 0; i < METRICS_MAX_CLIENTS; i++)
 			if (!M.cl[i].used) {
 				cl = &M.cl[i];
@@ -306,12 +278,7 @@ void metrics_close(void)
 		return;
 	for (size_t i = 0; i < METRICS_MAX_CLIENTS; i++)
 		client_close(&M.cl[i]);
-	for (size_t i = 0; i < M.n_lio; i++) {
-		loop_io_del(M.loop, &M.lio[i]);
-		close(M.lio[i].fd);
-	}
-	M.n_lio = 0;
-	loop_timer_stop(M.loop, &M.pause);
+	tcp_listeners_close(&M.lis);
 	free(M.spec);
 	M.spec = NULL;
 	M.loop = NULL;
@@ -319,50 +286,29 @@ void metrics_close(void)
 
 int metrics_open(struct loop *l, const char *hostport, const char **error_r)
 {
-	int fds[METRICS_MAX_SOCKETS];
-	size_t n = 0;
-
 	*error_r = NULL;
 	if (hostport != NULL && M.loop == l && M.spec != NULL && strcmp(M.spec, hostport) == 0)
 		return 0;
 	metrics_close();
 	if (hostport == NULL)
 		return 0;
-	if (tcp_listen_spec("metrics_listen", hostport, 64, fds, METRICS_MAX_SOCKETS, &n, errbuf,
-	                    sizeof(errbuf)) == -1) {
+	M.loop = l;
+	M.lis = (struct tcp_listeners){.loop = l, .name = "metrics", .pause_ms = METRICS_PAUSE_MS,
+	                               .max = METRICS_MAX_SOCKETS, .fn = accept_io};
+	if (tcp_listeners_add(&M.lis, hostport, 64, errbuf, sizeof(errbuf)) == -1) {
 		*error_r = errbuf;
+		metrics_close();
 		return -1;
 	}
-	M.loop = l;
-	for (size_t i = 0; i < n; i++) {
-		memset(&M.lio[i], 0, sizeof(M.lio[i]));
-		M.lio[i].fd = fds[i];
-		M.lio[i].fn = accept_io;
-	}
-	M.n_lio = n;
 	if ((M.spec = strdup(hostport)) == NULL) {
 		*error_r = set_err("out of memory");
 		metrics_close();
 		return -1;
-	}
-	M.pause.fn = pause_end;
-	M.pause.data = NULL;
-	for (size_t i = 0; i < M.n_lio; i++) {
-		if (loop_io_set(l, &M.lio[i], LOOP_READ) == -1) {
-			*error_r = set_err("metrics_listen %s: epoll: %s", hostport, strerror(errno));
-			metrics_close();
-			return -1;
-		}
 	}
 	return 0;
 }
 
 unsigned metrics_port(void)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (M.n_lio == 0 || getsockname(M.lio[0].fd, (struct sockaddr *)&ss, &sl) == -1)
-		return 0;
-	return addr_port((struct sockaddr *)&ss);
+	return tcp_listeners_port(&M.lis);
 }

@@ -58,9 +58,9 @@ static struct {
 	const struct config *cfg;
 	char *spec[CONFIG_MAX_POLICY_LISTEN];
 	size_t n_spec;
-	struct loop_io lio[POLICY_MAX_SOCKETS];
-	size_t n_lio;
-	struct loop_timer pause;
+	struct tcp_listeners lis;
+	char key_name[128];
+	unsigned char key_digest[SHA256_DIGEST_LENGTH];
 	struct pconn **slot;
 	size_t n_slot, n_used;
 	bool stopped;
@@ -166,34 +166,46 @@ static const char *status_text(int status)
 	}
 }
 
-/* The API key, compared in constant time (both sides hashed first, so
- * neither the content nor the length shows in the timing). */
-static bool key_ok(const struct http_req *r)
+/* The configured API key, parsed once per (re)load: the header's name and
+ * the digest of its value. */
+static void key_prepare(const struct config *cfg)
 {
-	const char *key = P.cfg->policy_api_key, *colon = strchr(key, ':');
-	char name[128] = "X-API-Key";
-	const char *want = key, *got;
-	size_t got_len;
-	unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+	const char *key = cfg->policy_api_key, *colon, *want;
 
+	if (key == NULL) {
+		P.key_name[0] = '\0';
+		return;
+	}
+	colon = strchr(key, ':');
+	snprintf(P.key_name, sizeof(P.key_name), "X-API-Key");
+	want = key;
 	if (colon) {
 		size_t n = (size_t)(colon - key);
 
 		while (n && (key[n - 1] == ' ' || key[n - 1] == '\t'))
 			n--;
-		if (n >= sizeof(name))
-			return false;
-		memcpy(name, key, n);
-		name[n] = '\0';
+		if (n >= sizeof(P.key_name))
+			n = 0; /* no header has such a name: nothing matches */
+		memcpy(P.key_name, key, n);
+		P.key_name[n] = '\0';
 		for (want = colon + 1; *want == ' ' || *want == '\t'; want++)
 			;
 	}
-	got = http_req_header(r, name, &got_len);
-	if (got == NULL)
+	SHA256((const unsigned char *)want, strlen(want), P.key_digest);
+}
+
+/* The API key, compared in constant time (both sides hashed, so neither
+ * the content nor the length shows in the timing). */
+static bool key_ok(const struct http_req *r)
+{
+	const char *got;
+	size_t got_len;
+	unsigned char b[SHA256_DIGEST_LENGTH];
+
+	if (P.key_name[0] == '\0' || (got = http_req_header(r, P.key_name, &got_len)) == NULL)
 		return false;
-	SHA256((const unsigned char *)want, strlen(want), a);
 	SHA256((const unsigned char *)got, got_len, b);
-	return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
+	return CRYPTO_memcmp(P.key_digest, b, sizeof(b)) == 0;
 }
 
 /* The request body's attributes we use (Dovecot's defaults). */
@@ -468,49 +480,23 @@ static void busy(int fd, int status, const char *reason)
 	int n = snprintf(msg, sizeof(msg), "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status,
 	                 reason);
 
-	/* Best effort on a fresh socket: its send buffer is empty. */
-	(void)send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-	close(fd);
+	tcp_answer_close(fd, msg, (size_t)n);
 }
 
 /* ------------------------------------------------------------------ */
 /* Listening sockets                                                    */
-
-static void listeners_want(unsigned want)
-{
-	for (size_t i = 0; i < P.n_lio; i++)
-		(void)loop_io_set(P.loop, &P.lio[i], want);
-}
-
-static void pause_end(struct loop_timer *t)
-{
-	(void)t;
-	if (!P.stopped)
-		listeners_want(LOOP_READ);
-}
 
 static void accept_io(struct loop_io *io, unsigned ev)
 {
 	(void)ev;
 	for (int n = 0; n < 64; n++) {
 		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
 		char ip[ADDR_STRLEN];
 		struct pconn *pc;
-		int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = tcp_listeners_accept(&P.lis, io, &ss);
 
-		if (fd == -1) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EMFILE || errno == ENFILE) {
-				log_warn("event=policy_accept_error reason=out_of_descriptors");
-				listeners_want(0);
-				loop_timer_start(P.loop, &P.pause, POLICY_PAUSE_MS);
-			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				log_warn("event=policy_accept_error error=\"%s\"", strerror(errno));
-			}
+		if (fd == -1)
 			return;
-		}
 		addr_format_ip((struct sockaddr *)&ss, ip, sizeof(ip));
 		pc = slot_get();
 		if (pc == NULL) {
@@ -542,13 +528,8 @@ static void accept_io(struct loop_io *io, unsigned ev)
 	}
 }
 
-static void listeners_close(void)
+static void specs_free(void)
 {
-	for (size_t i = 0; i < P.n_lio; i++) {
-		loop_io_del(P.loop, &P.lio[i]);
-		close(P.lio[i].fd);
-	}
-	P.n_lio = 0;
 	for (size_t i = 0; i < P.n_spec; i++)
 		free(P.spec[i]);
 	P.n_spec = 0;
@@ -564,37 +545,28 @@ static bool same_spec(const struct config *cfg)
 	return true;
 }
 
-static int listeners_open(const struct config *cfg, const char **error_r)
+/* Bind every address of specs; on an error none stays bound. */
+static int listeners_bind(char *const *specs, size_t n, const char **error_r)
 {
-	for (size_t i = 0; i < cfg->n_policy_listen; i++) {
-		int fds[POLICY_MAX_SOCKETS];
-		size_t n = 0;
-
-		if (tcp_listen_spec("policy_listen", cfg->policy_listen[i], 128, fds, POLICY_MAX_SOCKETS - P.n_lio, &n,
-		                    errbuf, sizeof(errbuf)) == -1) {
+	for (size_t i = 0; i < n; i++)
+		if (tcp_listeners_add(&P.lis, specs[i], 128, errbuf, sizeof(errbuf)) == -1) {
 			*error_r = errbuf;
-			listeners_close();
+			tcp_listeners_close(&P.lis);
 			return -1;
 		}
-		for (size_t k = 0; k < n; k++) {
-			memset(&P.lio[P.n_lio], 0, sizeof(P.lio[P.n_lio]));
-			P.lio[P.n_lio].fd = fds[k];
-			P.lio[P.n_lio].fn = accept_io;
-			P.n_lio++;
-		}
+	return 0;
+}
+
+/* Remember what is bound, for the next reload. */
+static int specs_set(const struct config *cfg, const char **error_r)
+{
+	specs_free();
+	for (size_t i = 0; i < cfg->n_policy_listen; i++) {
 		if ((P.spec[P.n_spec] = strdup(cfg->policy_listen[i])) == NULL) {
 			*error_r = set_err("out of memory");
-			listeners_close();
 			return -1;
 		}
 		P.n_spec++;
-	}
-	for (size_t i = 0; i < P.n_lio; i++) {
-		if (loop_io_set(P.loop, &P.lio[i], LOOP_READ) == -1) {
-			*error_r = set_err("policy_listen: epoll: %s", strerror(errno));
-			listeners_close();
-			return -1;
-		}
 	}
 	return 0;
 }
@@ -605,50 +577,42 @@ int policy_open(struct loop *l, const struct config *cfg, const char **error_r)
 	P.loop = l;
 	P.cfg = cfg;
 	P.stopped = false;
-	P.pause.fn = pause_end;
-	return listeners_open(cfg, error_r);
+	key_prepare(cfg);
+	P.lis = (struct tcp_listeners){.loop = l, .name = "policy", .pause_ms = POLICY_PAUSE_MS,
+	                               .max = POLICY_MAX_SOCKETS, .fn = accept_io};
+	if (listeners_bind(cfg->policy_listen, cfg->n_policy_listen, error_r) == -1)
+		return -1;
+	if (specs_set(cfg, error_r) == -1) {
+		tcp_listeners_close(&P.lis);
+		return -1;
+	}
+	return 0;
 }
 
 int policy_reload(const struct config *cfg, const char **error_r)
 {
-	char *old[CONFIG_MAX_POLICY_LISTEN];
-	size_t n_old = P.n_spec;
-	int rc = 0;
-
 	*error_r = NULL;
 	if (P.loop == NULL || P.stopped)
 		return 0;
 	P.cfg = cfg;
+	key_prepare(cfg);
 	if (same_spec(cfg))
 		return 0;
 	/* Close the old addresses first (a reload may move a port from one
 	 * line to another); when the new ones cannot be bound, the old ones
 	 * come back and the error says why. */
-	for (size_t i = 0; i < n_old; i++)
-		old[i] = strdup(P.spec[i]);
-	listeners_close();
-	if (listeners_open(cfg, error_r) == -1) {
-		struct config back = *cfg;
+	tcp_listeners_close(&P.lis);
+	if (listeners_bind(cfg->policy_listen, cfg->n_policy_listen, error_r) == -1) {
+		char saved[sizeof(errbuf)];
 		const char *e2 = NULL;
 
-		rc = -1;
-		memcpy(back.policy_listen, old, sizeof(old[0]) * n_old);
-		back.n_policy_listen = n_old;
-		for (size_t i = 0; i < n_old; i++)
-			if (old[i] == NULL)
-				back.n_policy_listen = 0; /* out of memory: none back */
-		{
-			char saved[sizeof(errbuf)];
-
-			snprintf(saved, sizeof(saved), "%s", *error_r);
-			(void)listeners_open(&back, &e2);
-			snprintf(errbuf, sizeof(errbuf), "%s", saved);
-			*error_r = errbuf;
-		}
+		snprintf(saved, sizeof(saved), "%s", *error_r);
+		(void)listeners_bind(P.spec, P.n_spec, &e2);
+		snprintf(errbuf, sizeof(errbuf), "%s", saved);
+		*error_r = errbuf;
+		return -1;
 	}
-	for (size_t i = 0; i < n_old; i++)
-		free(old[i]);
-	return rc;
+	return specs_set(cfg, error_r);
 }
 
 void policy_stop_accepting(void)
@@ -656,16 +620,16 @@ void policy_stop_accepting(void)
 	if (P.loop == NULL)
 		return;
 	P.stopped = true;
-	listeners_close();
-	loop_timer_stop(P.loop, &P.pause);
+	tcp_listeners_close(&P.lis);
+	specs_free();
 }
 
 void policy_close(void)
 {
 	if (P.loop == NULL)
 		return;
-	listeners_close();
-	loop_timer_stop(P.loop, &P.pause);
+	tcp_listeners_close(&P.lis);
+	specs_free();
 	for (size_t i = 0; i < P.n_slot; i++) {
 		pc_close(P.slot[i]);
 		free(P.slot[i]);
@@ -678,12 +642,7 @@ void policy_close(void)
 
 unsigned policy_port(void)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (P.n_lio == 0 || getsockname(P.lio[0].fd, (struct sockaddr *)&ss, &sl) == -1)
-		return 0;
-	return addr_port((struct sockaddr *)&ss);
+	return tcp_listeners_port(&P.lis);
 }
 
 size_t policy_connections(void)

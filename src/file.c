@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* What someone with write access to the directory could have prepared. */
@@ -84,4 +85,34 @@ int file_check(const char *path, uid_t uid, const char *what, char *err, size_t 
 		return -1;
 	}
 	return 0;
+}
+
+ssize_t file_child_text(pid_t pid, int fd, int *status, char *err, size_t errsz)
+{
+	size_t got = 0;
+	ssize_t r;
+	char sink[512];
+
+	for (;;) {
+		size_t room = got + 1 < errsz ? errsz - 1 - got : 0;
+
+		r = room ? read(fd, err + got, room) : read(fd, sink, sizeof(sink));
+		if (r > 0) {
+			if (room)
+				got += (size_t)r;
+			continue;
+		}
+		if (r == -1 && errno == EINTR)
+			continue;
+		break;
+	}
+	if (errsz)
+		err[got] = '\0';
+	close(fd);
+	while (waitpid(pid, status, 0) == -1)
+		if (errno != EINTR) {
+			snprintf(err, errsz, "waitpid: %s", strerror(errno));
+			return -1;
+		}
+	return (ssize_t)got;
 }

@@ -31,4 +31,12 @@ void file_dir_of(const char *path, char *dir, size_t dirsz);
  */
 int file_check(const char *path, uid_t uid, const char *what, char *err, size_t errsz);
 
+/*
+ * A child's say: read what it writes on fd until it closes it (into err,
+ * NUL-terminated; more than errsz-1 bytes is read and dropped, so the
+ * child never blocks on a full pipe), close fd, and reap pid into
+ * *status. Returns the bytes kept, or -1 with err "waitpid: ...".
+ */
+ssize_t file_child_text(pid_t pid, int fd, int *status, char *err, size_t errsz);
+
 #endif

@@ -9,6 +9,7 @@
  * daemon sends.
  */
 #include "firewall.h"
+#include "file.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -236,7 +237,7 @@ int firewall_run_nft(const char *script, size_t len, bool dry_run, char *err, si
 {
 	int in, ep[2], status;
 	size_t got = 0;
-	ssize_t r;
+	ssize_t r, n;
 	pid_t pid;
 
 	err[0] = '\0';
@@ -287,24 +288,9 @@ int firewall_run_nft(const char *script, size_t len, bool dry_run, char *err, si
 	}
 	close(in);
 	close(ep[1]);
-	while (errsz > 1 && ((r = read(ep[0], err + got, errsz - 1 - got)) > 0 || (r == -1 && errno == EINTR))) {
-		if (r > 0)
-			got += (size_t)r;
-		if (got == errsz - 1) {
-			char sink[512];
-
-			while (read(ep[0], sink, sizeof(sink)) > 0 || errno == EINTR)
-				;
-			break;
-		}
-	}
-	err[got] = '\0';
-	close(ep[0]);
-	while (waitpid(pid, &status, 0) == -1)
-		if (errno != EINTR) {
-			snprintf(err, errsz, "waitpid: %s", strerror(errno));
-			return -1;
-		}
+	if ((n = file_child_text(pid, ep[0], &status, err, errsz)) == -1)
+		return -1;
+	got = (size_t)n;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (got == 0 || (WIFEXITED(status) && WEXITSTATUS(status) == 127))

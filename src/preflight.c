@@ -149,7 +149,6 @@ int preflight_state_dir_create(const char *dir, uid_t uid, gid_t gid, char *err,
 static int check_db_as(const struct config *cfg, uid_t uid, gid_t gid, const char *user, char *err, size_t errsz)
 {
 	int p[2], status;
-	size_t len = 0;
 	ssize_t n;
 	pid_t pid;
 
@@ -178,19 +177,11 @@ static int check_db_as(const struct config *cfg, uid_t uid, gid_t gid, const cha
 		_exit(rc == 0 ? 0 : 1);
 	}
 	close(p[1]);
-	while (len < errsz - 1 && ((n = read(p[0], err + len, errsz - 1 - len)) > 0 || (n == -1 && errno == EINTR)))
-		if (n > 0)
-			len += (size_t)n;
-	err[len] = '\0';
-	close(p[0]);
-	while (waitpid(pid, &status, 0) == -1)
-		if (errno != EINTR) {
-			snprintf(err, errsz, "waitpid: %s", strerror(errno));
-			return -1;
-		}
+	if ((n = file_child_text(pid, p[0], &status, err, errsz)) == -1)
+		return -1;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	if (len == 0)
+	if (n == 0)
 		snprintf(err, errsz, "the check as %s failed", user);
 	return -1;
 }
